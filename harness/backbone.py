@@ -1,0 +1,167 @@
+"""Hierarchical Swin-style backbone whose attention comes from the ``variants`` registry.
+
+Module names mirror timm's ``SwinTransformer`` (``patch_embed``, ``layers.i.downsample``,
+``layers.i.blocks.j.{norm1,attn,norm2,mlp}``, ``norm``, ``head.fc``) so that Swin checkpoints load
+with a thin key map (``harness.timm_compat``). Activations stay NHWC throughout, as in timm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from timm.layers import ClassifierHead, DropPath, Mlp, PatchEmbed, trunc_normal_
+from torch import Tensor, nn
+
+import variants
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Everything that defines a backbone layout; presets live in ``harness.models``."""
+
+    stem: Literal["patch4", "conv"] = "conv"
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    dims: tuple[int, ...] = (96, 192, 384, 768)
+    heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 7
+    mlp_ratio: float = 4.0
+    attn: str = "lsla"
+    attn_switches: Mapping[str, Any] = field(default_factory=dict)
+    num_classes: int = 1000
+    in_chans: int = 3
+    img_size: int = 224
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not (len(self.depths) == len(self.dims) == len(self.heads)) or not self.depths:
+            raise ValueError(f"depths {self.depths}, dims {self.dims} and heads {self.heads} "
+                             "must be non-empty and of equal length (one entry per stage)")
+        if self.stem not in ("patch4", "conv"):
+            raise ValueError(f"stem={self.stem!r} is not valid; choices: 'patch4', 'conv'")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes={self.num_classes} must be >= 0")
+
+
+class ConvStem(nn.Module):
+    """Two 3x3 stride-2 convolutions (in -> dim/2 -> dim), BN+GELU between, LayerNorm after."""
+
+    def __init__(self, in_chans: int, dim: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, dim // 2, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(dim // 2)
+        self.act = nn.GELU()
+        self.conv2 = nn.Conv2d(dim // 2, dim, 3, stride=2, padding=1)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, C, H, W] -> [B, H/4, W/4, dim]
+        x = self.conv2(self.act(self.bn1(self.conv1(x))))
+        return self.norm(x.permute(0, 2, 3, 1))
+
+
+class PatchMerging(nn.Module):
+    """Swin patch merging: 2x2 neighbours concatenated (timm's channel order), LN, linear 4C->2C."""
+
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, H, W, C = x.shape
+        x = nn.functional.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        H, W = x.shape[1], x.shape[2]
+        x = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.reduction(self.norm(x))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + DropPath(Attn(LN(x))), x + DropPath(MLP(LN(x)))."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int,
+                 cfg: BackboneConfig, drop_path: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = variants.create(cfg.attn, dim, num_heads, window_size, shift_size,
+                                    **dict(cfg.attn_switches))
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), act_layer=nn.GELU)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+class Stage(nn.Module):
+    def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, cfg: BackboneConfig,
+                 dpr: Sequence[float], downsample: bool) -> None:
+        super().__init__()
+        self.downsample = PatchMerging(in_dim, dim) if downsample else nn.Identity()
+        shift = cfg.window_size // 2
+        self.blocks = nn.Sequential(*[
+            Block(dim, num_heads, cfg.window_size, 0 if i % 2 == 0 else shift, cfg, dpr[i])
+            for i in range(depth)
+        ])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.blocks(self.downsample(x))
+
+
+class Backbone(nn.Module):
+    """Stem, hierarchical stages, final LayerNorm, average pool and linear head."""
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = cfg.num_classes
+        self.num_features = cfg.dims[-1]
+        if cfg.stem == "patch4":
+            self.patch_embed = PatchEmbed(cfg.img_size, 4, cfg.in_chans, cfg.dims[0],
+                                          norm_layer=nn.LayerNorm, strict_img_size=False,
+                                          output_fmt="NHWC")
+        else:
+            self.patch_embed = ConvStem(cfg.in_chans, cfg.dims[0])
+        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        stages, start = [], 0
+        for i, (depth, dim, heads) in enumerate(zip(cfg.depths, cfg.dims, cfg.heads)):
+            in_dim = cfg.dims[i - 1] if i else dim
+            stages.append(Stage(in_dim, dim, depth, heads, cfg, dpr[start:start + depth], i > 0))
+            start += depth
+        self.layers = nn.Sequential(*stages)
+        self.norm = nn.LayerNorm(self.num_features)
+        self.head = ClassifierHead(self.num_features, cfg.num_classes, pool_type="avg",
+                                   drop_rate=cfg.drop_rate, input_fmt="NHWC")
+        self.apply(_init_weights)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.norm(self.layers(self.patch_embed(x)))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool)
+
+    def attention_modules(self) -> list[tuple[str, nn.Module]]:
+        """``(name, module)`` of every attention layer, in depth order."""
+        return [(n, m) for n, m in self.named_modules() if n.endswith(".attn")]
+
+
+def _init_weights(module: nn.Module) -> None:
+    """timm's Swin init: trunc-normal(0.02) linear weights, zero biases."""
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)

@@ -1,0 +1,80 @@
+"""Command line: ``python -m harness {list,info,train,sweep,bench}`` (also the ``lsla`` script).
+
+Each subcommand lives in its own module and is imported only when used, so ``--help`` is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    import variants
+
+    rows = [{"variant": n, "summary": variants.get(n).summary,
+             **{k: v for k, v in variants.get(n).switches.items()
+                if k not in ("attn_drop", "proj_drop", "fused", "qkv_bias")}}
+            for n in variants.names(args.pattern)]
+    if not rows:
+        print(f"no variant matches {args.pattern!r}; registered: {', '.join(variants.names())}",
+              file=sys.stderr)
+        return 2
+    print(pd.DataFrame(rows).drop(columns="summary").to_string(index=False))
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from harness import models
+    from harness.measure import count_flops, count_params
+
+    presets = args.models or list(models.PRESETS)
+    rows = []
+    for name in presets:
+        overrides = {"num_classes": args.num_classes}
+        if args.variant:
+            overrides["attn"] = args.variant
+        model = models.create(name, **overrides)
+        img = args.img_size or model.cfg.img_size
+        rows.append({"model": name, "variant": model.cfg.attn, "img_size": img,
+                     "params": count_params(model), "params_M": count_params(model) / 1e6,
+                     "GMACs": count_flops(model, img) / 1e9})
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list registered attention variants and their switches")
+    p.add_argument("pattern", nargs="?", default=None, help="wildcard filter, e.g. 'lsa*'")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("info", help="params and GMACs per model preset")
+    p.add_argument("models", nargs="*", help="model presets (default: all)")
+    p.add_argument("--variant", help="replace every preset's attention with this variant")
+    p.add_argument("--num-classes", type=int, default=102)
+    p.add_argument("--img-size", type=int, default=None, help="default: the preset's own")
+    p.set_defaults(func=_cmd_info)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

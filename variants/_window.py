@@ -1,0 +1,109 @@
+"""Window geometry shared by every attention variant (not a variant itself: leading underscore).
+
+Everything here is pure tensor geometry, written to match timm's Swin implementation exactly so that
+timm weights load into our modules and give the same logits:
+
+* ``window_partition`` / ``window_reverse``: ``[B, H, W, C] <-> [B*nW, M, M, C]``.
+* ``relative_position_index``: index into a ``(2M-1)^2`` table for every (query, key) pair of a
+  ``h x w`` token grid. Offsets are clipped to ``+-(M-1)``, so the same table serves a full window
+  (no clipping happens), a clamped smaller window and global attention over a larger grid.
+* ``shift_region_mask``: boolean ``[nW, N, N]`` "may attend" mask of shifted-window attention.
+* ``RelPosTable``: a learnable ``(2M-1)^2 x h`` table gathered to ``[h, N, N]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def window_partition(x: Tensor, window: tuple[int, int]) -> Tensor:
+    """Split ``[B, H, W, C]`` (H, W divisible by the window) into ``[B*nW, wh, ww, C]``."""
+    B, H, W, C = x.shape
+    wh, ww = window
+    x = x.view(B, H // wh, wh, W // ww, ww, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, wh, ww, C)
+
+
+def window_reverse(windows: Tensor, window: tuple[int, int], H: int, W: int) -> Tensor:
+    """Inverse of :func:`window_partition`: ``[B*nW, wh, ww, C] -> [B, H, W, C]``."""
+    wh, ww = window
+    C = windows.shape[-1]
+    x = windows.view(-1, H // wh, W // ww, wh, ww, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
+
+
+def relative_position_index(
+    grid: tuple[int, int], window: int, device: torch.device | None = None
+) -> Tensor:
+    """``[N, N]`` indices into a ``(2*window-1)^2`` table for the tokens of a ``grid`` (row-major).
+
+    Offsets larger than ``window-1`` are clipped (Shaw et al. style), which is a no-op whenever the
+    grid fits in one window; for a full window the result equals timm's
+    ``get_relative_position_index`` element for element.
+    """
+    h, w = grid
+    coords = torch.stack(
+        torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    ).flatten(1)  # [2, N]
+    rel = (coords[:, :, None] - coords[:, None, :]).clamp(-(window - 1), window - 1)  # [2, N, N]
+    rel = rel + (window - 1)
+    return rel[0] * (2 * window - 1) + rel[1]
+
+
+def shift_region_mask(
+    padded: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], device=None
+) -> Tensor:
+    """Boolean ``[nW, N, N]`` mask, True where query and key came from the same image region.
+
+    After the cyclic shift a window may hold tokens from up to four regions that were not neighbours
+    in the image; they must not attend to each other. Regions follow timm's slicing exactly.
+    """
+    Hp, Wp = padded
+    img = torch.zeros((1, Hp, Wp, 1), device=device)
+    label = 0
+    for hs in ((0, -window[0]), (-window[0], -shift[0]), (-shift[0], None)):
+        for ws in ((0, -window[1]), (-window[1], -shift[1]), (-shift[1], None)):
+            img[:, hs[0] : hs[1], ws[0] : ws[1], :] = label
+            label += 1
+    regions = window_partition(img, window).flatten(1)  # [nW, N]
+    return regions[:, :, None] == regions[:, None, :]
+
+
+class RelPosTable(nn.Module):
+    """A learnable ``(2M-1)^2 x heads`` table indexed by relative position.
+
+    LSLA uses three of them with different initialisations: the inner bias ``B_i`` (trunc-normal
+    0.02, like Swin), the dynamic scale ``S`` (constant ``1/sqrt(d)``) and the outer bias ``B_o``.
+    The parameter is named ``relative_position_bias_table`` so that Swin checkpoints load as-is.
+    """
+
+    def __init__(self, window: int, num_heads: int, init: str | float = "trunc_normal") -> None:
+        super().__init__()
+        self.window = window
+        self.relative_position_bias_table = nn.Parameter(
+            torch.empty((2 * window - 1) ** 2, num_heads)
+        )
+        self.init = init
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.init == "trunc_normal":
+            nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        elif self.init == "zeros":
+            nn.init.zeros_(self.relative_position_bias_table)
+        elif isinstance(self.init, float):
+            nn.init.constant_(self.relative_position_bias_table, self.init)
+        else:
+            raise ValueError(
+                f"unknown table init {self.init!r}; valid: 'trunc_normal', 'zeros' or a float"
+            )
+
+    def forward(self, index: Tensor) -> Tensor:
+        """Gather the table at ``index [N, N]`` -> ``[heads, N, N]``."""
+        N = index.shape[0]
+        table = self.relative_position_bias_table[index.reshape(-1)]  # [N*N, h]
+        return table.view(N, N, -1).permute(2, 0, 1)
+
+    def extra_repr(self) -> str:
+        return f"window={self.window}, init={self.init!r}"

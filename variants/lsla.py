@@ -1,0 +1,231 @@
+"""LSLA family: Swin window attention with the switches of ViT-LSLA (arXiv 2210.17115).
+
+    LSLA(X) = [ softmax( (Q X^T) * S + B_i ) + B_o ] X W_O,     Q = X W_Q
+
+The paper's code and equations are not public; the reconstruction (see ``../shared/DESIGN.md``)
+and every choice made where it is silent are listed here, each one a switch:
+
+* ``form``: ``qkv`` is standard MSA. ``qxv`` replaces K by X (``W_Q`` absorbs ``W_Q W_K^T``; exact
+  for one head). ``qxx`` replaces K and V by X and drops ``W_V``: Q is projected C->C and split
+  into h heads, head j uses channel slice j of X as key and value, ``W_O`` is kept. With h > 1 this
+  is a constrained model, not a re-parameterisation (tests measure the gap).
+* ``scale``: ``fixed`` = ``1/sqrt(d)``; ``dynamic`` = a learnable ``(2M-1)^2 x h`` table S indexed
+  by relative position, initialised so it starts equal to ``fixed``. ``scale_op``: ``mul`` multiplies
+  the logits by S (init ``1/sqrt(d)``); ``div`` divides them by S (init ``sqrt(d)``).
+* ``inner_bias``: Swin's relative-position bias B_i inside the softmax (trunc-normal 0.02).
+* ``outer_bias``: a same-shaped table B_o applied after the softmax; rows then no longer sum to
+  one and the paper does not renormalise. ``outer_op``: ``add`` gives ``P + B_o``; ``mul`` gives
+  ``P * (1 + B_o)`` so that both ``outer_init`` choices (``trunc_normal`` 0.02, ``zeros``) start
+  near plain attention. ``mask_outer_bias``: whether the shifted-window mask also zeroes B_o
+  between tokens of different image regions (the paper is silent; True keeps SW-MSA's meaning).
+* ``window``: ``global`` attends over all H*W tokens (relative offsets clipped to +-(M-1) so the
+  tables keep their size); ``window`` partitions into MxM windows and never shifts; ``shifted``
+  partitions and applies the cyclic shift ``shift_size`` given by the backbone (alternating 0, M/2).
+  Windows are clamped to the feature map and padded exactly as timm's Swin does.
+
+Shapes: input and output ``[B, H, W, C]``; inside, windows are ``[B*nW, N=M*M, C]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from variants._registry import register, validate_choices
+from variants._window import (
+    RelPosTable,
+    relative_position_index,
+    shift_region_mask,
+    window_partition,
+    window_reverse,
+)
+
+
+@dataclass(frozen=True)
+class LSLAConfig:
+    form: Literal["qkv", "qxv", "qxx"] = "qkv"
+    scale: Literal["fixed", "dynamic"] = "fixed"
+    scale_op: Literal["mul", "div"] = "mul"
+    inner_bias: bool = True
+    outer_bias: bool = False
+    outer_op: Literal["add", "mul"] = "add"
+    outer_init: Literal["trunc_normal", "zeros"] = "trunc_normal"
+    mask_outer_bias: bool = True
+    window: Literal["global", "window", "shifted"] = "shifted"
+    qkv_bias: bool = True
+    fused: bool = True  # use SDPA when the maths allows it (no outer bias, fixed scale)
+    attn_drop: float = 0.0
+    proj_drop: float = 0.0
+
+    def __post_init__(self) -> None:
+        validate_choices(self)
+        for name in ("attn_drop", "proj_drop"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"switch {name}={getattr(self, name)!r} must be in [0, 1)")
+
+
+@register("swin", window="shifted")
+@register("msa", window="global", inner_bias=False)
+@register("wmsa", inner_bias=False)
+@register("qxv", form="qxv", inner_bias=False)
+@register("qxx", form="qxx", inner_bias=False)
+@register("lsa", form="qxx")
+@register("lsa_ds", form="qxx", scale="dynamic")
+@register("lsla", form="qxx", scale="dynamic", outer_bias=True)
+@register("lsla_qkv", form="qkv", scale="dynamic", outer_bias=True)
+@register("lsla_qxv", form="qxv", scale="dynamic", outer_bias=True)
+@register("lsla_outer_mul", form="qxx", scale="dynamic", outer_bias=True, outer_op="mul")
+@register("lsla_outer_unmasked", form="qxx", scale="dynamic", outer_bias=True,
+          mask_outer_bias=False)
+@register("swin_qxv", form="qxv")
+@register("swin_ds", scale="dynamic")
+@register("swin_outer", outer_bias=True)
+@register("swin_window", window="window")
+@register("swin_global", window="global")
+class LSLAAttention(nn.Module):
+    """Window attention with LSLA's switchable form, scale and inner/outer position biases."""
+
+    Config = LSLAConfig
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int = 0,
+                 cfg: LSLAConfig = LSLAConfig()) -> None:
+        super().__init__()
+        self.dim, self.num_heads, self.cfg = dim, num_heads, cfg
+        self.head_dim = dim // num_heads
+        self.window_size = window_size
+        self.shift_size = shift_size if cfg.window == "shifted" else 0
+        n_proj = {"qkv": 3, "qxv": 2, "qxx": 1}[cfg.form]
+        setattr(self, self.proj_name, nn.Linear(dim, n_proj * dim, bias=cfg.qkv_bias))
+        fs = self.head_dim**-0.5
+        s_init = fs if cfg.scale_op == "mul" else 1.0 / fs
+        self.dyn_scale = RelPosTable(window_size, num_heads, s_init) if cfg.scale == "dynamic" else None
+        self.inner_bias = RelPosTable(window_size, num_heads) if cfg.inner_bias else None
+        self.outer_bias = RelPosTable(window_size, num_heads, cfg.outer_init) if cfg.outer_bias else None
+        self.attn_drop = nn.Dropout(cfg.attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(cfg.proj_drop)
+        self.record_attn = False  # set by harness.attn_stats to keep the last weights
+        self.last_attn: Tensor | None = None
+        self._geometry: dict[tuple, Tensor] = {}
+
+    @property
+    def proj_name(self) -> str:
+        return {"qkv": "qkv", "qxv": "qv", "qxx": "q"}[self.cfg.form]
+
+    @property
+    def respects_mask(self) -> bool:
+        """False when B_o is added across the shift mask (tokens of other regions leak in)."""
+        return not (self.cfg.outer_bias and not self.cfg.mask_outer_bias)
+
+    # ---------------------------------------------------------------- geometry
+    def window_and_shift(self, H: int, W: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """timm's rule: a window larger than the map shrinks to it, and then nothing shifts."""
+        M, s = self.window_size, self.shift_size
+        window = (min(H, M), min(W, M))
+        shift = (0 if H <= M else s, 0 if W <= M else s)
+        return window, shift
+
+    def _cached(self, key: tuple, make) -> Tensor:
+        if key not in self._geometry:
+            self._geometry[key] = make()
+        return self._geometry[key]
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x: Tensor) -> Tensor:
+        B, H, W, C = x.shape
+        if self.cfg.window == "global":
+            return self._attend(x.reshape(B, H * W, C), (H, W), None).view(B, H, W, C)
+
+        window, shift = self.window_and_shift(H, W)
+        if any(shift):  # cyclic shift so that windows straddle the previous layer's borders
+            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        pad_h, pad_w = (-H) % window[0], (-W) % window[1]
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # timm pads after the shift, unmasked
+        Hp, Wp = H + pad_h, W + pad_w
+
+        windows = window_partition(x, window).view(-1, window[0] * window[1], C)  # [B*nW, N, C]
+        mask = None
+        if any(shift):
+            key = ("mask", Hp, Wp, window, shift, x.device)
+            mask = self._cached(key, lambda: shift_region_mask((Hp, Wp), window, shift, x.device))
+        out = self._attend(windows, window, mask)
+
+        out = window_reverse(out.view(-1, *window, C), window, Hp, Wp)[:, :H, :W, :]
+        if any(shift):
+            out = torch.roll(out, shifts=shift, dims=(1, 2))
+        return out.contiguous()
+
+    def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys, values as ``[B_, h, N, d]``; keys/values may be X's channel slices."""
+        B_, N, C = x.shape
+        h, d = self.num_heads, self.head_dim
+        proj = getattr(self, self.proj_name)(x)
+        x_heads = x.view(B_, N, h, d).transpose(1, 2)  # head j reads channel slice j of X
+        if self.cfg.form == "qkv":
+            q, k, v = proj.view(B_, N, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)
+        elif self.cfg.form == "qxv":
+            q, v = proj.view(B_, N, 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)
+            k = x_heads
+        else:
+            q, k, v = proj.view(B_, N, h, d).transpose(1, 2), x_heads, x_heads
+        return q, k, v
+
+    def _attend(self, x: Tensor, grid: tuple[int, int], mask: Tensor | None) -> Tensor:
+        B_, N, C = x.shape
+        h = self.num_heads
+        index = self._cached(("index", grid, x.device),
+                             lambda: relative_position_index(grid, self.window_size, x.device))
+        q, k, v = self._project(x)
+
+        # additive part of the logits: inner bias and the shift mask (as -inf)
+        bias = self.inner_bias(index).unsqueeze(0) if self.inner_bias is not None else None
+        if mask is not None:
+            neg = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, -math.inf)
+            neg = neg.unsqueeze(1)  # [nW, 1, N, N]
+            bias = neg if bias is None else bias.to(q.dtype) + neg
+            bias = bias.unsqueeze(0).expand(B_ // mask.shape[0], -1, h, -1, -1).reshape(B_, h, N, N)
+
+        if self.cfg.fused and self.cfg.scale == "fixed" and self.outer_bias is None \
+                and not self.record_attn:
+            if bias is not None:
+                bias = bias.to(q.dtype)
+            p = self.attn_drop.p if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
+        else:
+            out = self._explicit(q, k, v, bias, index, mask)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B_, N, C)))
+
+    def _explicit(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, index: Tensor,
+                  mask: Tensor | None) -> Tensor:
+        """The un-fused path: needed for S, B_o and for recording the weights."""
+        if self.dyn_scale is None:
+            logits = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # timm's order of operations
+        else:
+            s = self.dyn_scale(index).unsqueeze(0)  # [1, h, N, N]
+            qk = q @ k.transpose(-2, -1)
+            logits = qk * s if self.cfg.scale_op == "mul" else qk / s
+        if bias is not None:
+            logits = logits + bias
+        attn = logits.softmax(dim=-1)
+
+        if self.outer_bias is not None:
+            bo = self.outer_bias(index).unsqueeze(0).to(attn.dtype)  # [1, h, N, N]
+            if mask is not None and self.cfg.mask_outer_bias:
+                nW, N = mask.shape[0], mask.shape[1]
+                bo = (bo.unsqueeze(0) * mask[None, :, None]).expand(attn.shape[0] // nW, -1, -1,
+                                                                    -1, -1).reshape(attn.shape)
+            attn = attn + bo if self.cfg.outer_op == "add" else attn * (1.0 + bo)
+        if self.record_attn:
+            self.last_attn = attn.detach()
+        return self.attn_drop(attn) @ v
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return (f"dim={self.dim}, heads={self.num_heads}, window={self.window_size}, "
+                f"shift={self.shift_size}, form={c.form}, scale={c.scale}/{c.scale_op}, "
+                f"inner={c.inner_bias}, outer={c.outer_bias}/{c.outer_op}, mode={c.window}")
