@@ -38,8 +38,10 @@ class BackboneConfig:
 
     def __post_init__(self) -> None:
         if not (len(self.depths) == len(self.dims) == len(self.heads)) or not self.depths:
-            raise ValueError(f"depths {self.depths}, dims {self.dims} and heads {self.heads} "
-                             "must be non-empty and of equal length (one entry per stage)")
+            raise ValueError(
+                f"depths {self.depths}, dims {self.dims} and heads {self.heads} "
+                "must be non-empty and of equal length (one entry per stage)"
+            )
         if self.stem not in ("patch4", "conv"):
             raise ValueError(f"stem={self.stem!r} is not valid; choices: 'patch4', 'conv'")
         if self.num_classes < 0:
@@ -81,12 +83,20 @@ class PatchMerging(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + DropPath(Attn(LN(x))), x + DropPath(MLP(LN(x)))."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int,
-                 cfg: BackboneConfig, drop_path: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shift_size: int,
+        cfg: BackboneConfig,
+        drop_path: float,
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = variants.create(cfg.attn, dim, num_heads, window_size, shift_size,
-                                    **dict(cfg.attn_switches))
+        self.attn = variants.create(
+            cfg.attn, dim, num_heads, window_size, shift_size, **dict(cfg.attn_switches)
+        )
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), act_layer=nn.GELU)
@@ -98,15 +108,25 @@ class Block(nn.Module):
 
 
 class Stage(nn.Module):
-    def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, cfg: BackboneConfig,
-                 dpr: Sequence[float], downsample: bool) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        cfg: BackboneConfig,
+        dpr: Sequence[float],
+        downsample: bool,
+    ) -> None:
         super().__init__()
         self.downsample = PatchMerging(in_dim, dim) if downsample else nn.Identity()
         shift = cfg.window_size // 2
-        self.blocks = nn.Sequential(*[
-            Block(dim, num_heads, cfg.window_size, 0 if i % 2 == 0 else shift, cfg, dpr[i])
-            for i in range(depth)
-        ])
+        self.blocks = nn.Sequential(
+            *[
+                Block(dim, num_heads, cfg.window_size, 0 if i % 2 == 0 else shift, cfg, dpr[i])
+                for i in range(depth)
+            ]
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.blocks(self.downsample(x))
@@ -121,21 +141,32 @@ class Backbone(nn.Module):
         self.num_classes = cfg.num_classes
         self.num_features = cfg.dims[-1]
         if cfg.stem == "patch4":
-            self.patch_embed = PatchEmbed(cfg.img_size, 4, cfg.in_chans, cfg.dims[0],
-                                          norm_layer=nn.LayerNorm, strict_img_size=False,
-                                          output_fmt="NHWC")
+            self.patch_embed = PatchEmbed(
+                cfg.img_size,
+                4,
+                cfg.in_chans,
+                cfg.dims[0],
+                norm_layer=nn.LayerNorm,
+                strict_img_size=False,
+                output_fmt="NHWC",
+            )
         else:
             self.patch_embed = ConvStem(cfg.in_chans, cfg.dims[0])
         dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
         stages, start = [], 0
-        for i, (depth, dim, heads) in enumerate(zip(cfg.depths, cfg.dims, cfg.heads)):
+        for i, (depth, dim, heads) in enumerate(zip(cfg.depths, cfg.dims, cfg.heads, strict=True)):
             in_dim = cfg.dims[i - 1] if i else dim
-            stages.append(Stage(in_dim, dim, depth, heads, cfg, dpr[start:start + depth], i > 0))
+            stages.append(Stage(in_dim, dim, depth, heads, cfg, dpr[start : start + depth], i > 0))
             start += depth
         self.layers = nn.Sequential(*stages)
         self.norm = nn.LayerNorm(self.num_features)
-        self.head = ClassifierHead(self.num_features, cfg.num_classes, pool_type="avg",
-                                   drop_rate=cfg.drop_rate, input_fmt="NHWC")
+        self.head = ClassifierHead(
+            self.num_features,
+            cfg.num_classes,
+            pool_type="avg",
+            drop_rate=cfg.drop_rate,
+            input_fmt="NHWC",
+        )
         self.apply(_init_weights)
 
     def forward_features(self, x: Tensor) -> Tensor:

@@ -14,13 +14,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     import variants
 
-    rows = [{"variant": n, "summary": variants.get(n).summary,
-             **{k: v for k, v in variants.get(n).switches.items()
-                if k not in ("attn_drop", "proj_drop", "fused", "qkv_bias")}}
-            for n in variants.names(args.pattern)]
+    rows = [
+        {
+            "variant": n,
+            "summary": variants.get(n).summary,
+            **{
+                k: v
+                for k, v in variants.get(n).switches.items()
+                if k not in ("attn_drop", "proj_drop", "fused", "qkv_bias")
+            },
+        }
+        for n in variants.names(args.pattern)
+    ]
     if not rows:
-        print(f"no variant matches {args.pattern!r}; registered: {', '.join(variants.names())}",
-              file=sys.stderr)
+        print(
+            f"no variant matches {args.pattern!r}; registered: {', '.join(variants.names())}",
+            file=sys.stderr,
+        )
         return 2
     print(pd.DataFrame(rows).drop(columns="summary").to_string(index=False))
     return 0
@@ -40,9 +50,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
             overrides["attn"] = args.variant
         model = models.create(name, **overrides)
         img = args.img_size or model.cfg.img_size
-        rows.append({"model": name, "variant": model.cfg.attn, "img_size": img,
-                     "params": count_params(model), "params_M": count_params(model) / 1e6,
-                     "GMACs": count_flops(model, img) / 1e9})
+        rows.append(
+            {
+                "model": name,
+                "variant": model.cfg.attn,
+                "img_size": img,
+                "params": count_params(model),
+                "params_M": count_params(model) / 1e6,
+                "GMACs": count_flops(model, img) / 1e9,
+            }
+        )
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0

@@ -35,10 +35,12 @@ def _register_cpu_sdpa_formulas() -> None:
     if bwd not in flop_counter.flop_registry:
 
         @flop_counter.register_flop_formula(bwd)
-        def _cpu_sdpa_bwd(grad_out_shape, query_shape, key_shape, value_shape, *args,
-                          out_shape=None, **kwargs) -> int:
-            return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape,
-                                                         value_shape)
+        def _cpu_sdpa_bwd(
+            grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs
+        ) -> int:
+            return flop_counter.sdpa_backward_flop_count(
+                grad_out_shape, query_shape, key_shape, value_shape
+            )
 
 
 _register_cpu_sdpa_formulas()
@@ -50,8 +52,9 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in seen.values())
 
 
-def count_flops(model: nn.Module, img_size: int | tuple[int, int] = 224, in_chans: int = 3,
-                batch_size: int = 1) -> int:
+def count_flops(
+    model: nn.Module, img_size: int | tuple[int, int] = 224, in_chans: int = 3, batch_size: int = 1
+) -> int:
     """Multiply-accumulates of one forward pass per image (FlopCounterMode FLOPs / 2)."""
     h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
     param = next(model.parameters())
@@ -99,10 +102,18 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtypes[precision])
 
 
-def measure_throughput(model: nn.Module, img_size: int, batch_size: int = 32, mode: str = "inference",
-                       steps: int = 10, warmup: int = 3, precision: str = "fp32",
-                       channels_last: bool = False, compiled: bool = False,
-                       in_chans: int = 3) -> Throughput:
+def measure_throughput(
+    model: nn.Module,
+    img_size: int,
+    batch_size: int = 32,
+    mode: str = "inference",
+    steps: int = 10,
+    warmup: int = 3,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compiled: bool = False,
+    in_chans: int = 3,
+) -> Throughput:
     """Images/s on synthetic input already on the device; CUDA synchronised around the timed loop.
 
     ``mode="train"`` times forward + backward + an SGD-free ``zero_grad`` (the optimizer's cost is
@@ -113,7 +124,10 @@ def measure_throughput(model: nn.Module, img_size: int, batch_size: int = 32, mo
     device = next(model.parameters()).device
     x = torch.randn(batch_size, in_chans, img_size, img_size, device=device)
     if channels_last:
-        model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+        model, x = (
+            model.to(memory_format=torch.channels_last),
+            x.to(memory_format=torch.channels_last),
+        )
     fn = torch.compile(model) if compiled else model
 
     def step() -> None:
@@ -141,12 +155,23 @@ def measure_throughput(model: nn.Module, img_size: int, batch_size: int = 32, mo
     if device.type == "cuda":
         alloc = torch.cuda.max_memory_allocated(device) / 2**20
         reserved = torch.cuda.max_memory_reserved(device) / 2**20
-    return Throughput(batch_size * steps / elapsed, batch_size, steps, warmup, mode, precision,
-                      channels_last, compiled, str(device), alloc, reserved)
+    return Throughput(
+        batch_size * steps / elapsed,
+        batch_size,
+        steps,
+        warmup,
+        mode,
+        precision,
+        channels_last,
+        compiled,
+        str(device),
+        alloc,
+        reserved,
+    )
 
 
 def nvml_memory_used_mb(device: torch.device | str | None = None) -> float | None:
-    """Device memory in use per NVML (all processes, includes the CUDA context); None without a GPU."""
+    """Device memory used per NVML (all processes, CUDA context included); None without a GPU."""
     try:
         import pynvml
     except ImportError:
@@ -166,10 +191,12 @@ def nvml_memory_used_mb(device: torch.device | str | None = None) -> float | Non
 def git_commit() -> str | None:
     here = os.path.dirname(os.path.abspath(__file__))
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True,
-                               text=True, timeout=5)
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if sha.returncode:

@@ -27,10 +27,23 @@ from timm.models import register_model
 from harness.backbone import Backbone, BackboneConfig
 
 SWIN_T = dict(depths=(2, 2, 6, 2), dims=(96, 192, 384, 768), heads=(3, 6, 12, 24), window_size=7)
-NANO = dict(depths=(1, 1, 2, 1), dims=(32, 64, 128, 256), heads=(1, 2, 4, 8), window_size=4,
-            mlp_ratio=2.0, drop_path_rate=0.05, img_size=32)
-MICRO = dict(depths=(1, 1, 1, 1), dims=(16, 32, 64, 128), heads=(1, 2, 4, 8), window_size=4,
-             drop_path_rate=0.0, img_size=32)
+NANO = dict(
+    depths=(1, 1, 2, 1),
+    dims=(32, 64, 128, 256),
+    heads=(1, 2, 4, 8),
+    window_size=4,
+    mlp_ratio=2.0,
+    drop_path_rate=0.05,
+    img_size=32,
+)
+MICRO = dict(
+    depths=(1, 1, 1, 1),
+    dims=(16, 32, 64, 128),
+    heads=(1, 2, 4, 8),
+    window_size=4,
+    drop_path_rate=0.0,
+    img_size=32,
+)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "swin_t_ref": dict(SWIN_T, stem="patch4", attn="swin", drop_path_rate=0.2),
@@ -55,8 +68,10 @@ def preset_config(name: str, **overrides: Any) -> BackboneConfig:
     valid = {f.name for f in dataclasses.fields(BackboneConfig)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
-        raise ValueError(f"unknown model option {unknown[0]!r} for preset {name!r}; "
-                         f"valid: {', '.join(sorted(valid))}")
+        raise ValueError(
+            f"unknown model option {unknown[0]!r} for preset {name!r}; "
+            f"valid: {', '.join(sorted(valid))}"
+        )
     kwargs = {**PRESETS[name], **overrides}
     for key in ("depths", "dims", "heads"):
         kwargs[key] = tuple(kwargs[key])
@@ -66,8 +81,10 @@ def preset_config(name: str, **overrides: Any) -> BackboneConfig:
 def create(name: str, pretrained: bool = False, **overrides: Any) -> Backbone:
     """Build preset ``name``. No weights ship (no network); ``pretrained=True`` is an error."""
     if pretrained:
-        raise ValueError(f"no pretrained weights exist for {name!r}; load a checkpoint with "
-                         "harness.timm_compat.load_timm_swin or --resume instead")
+        raise ValueError(
+            f"no pretrained weights exist for {name!r}; load a checkpoint with "
+            "harness.timm_compat.load_timm_swin or --resume instead"
+        )
     for key in _TIMM_ONLY_KWARGS:
         overrides.pop(key, None)
     return Backbone(preset_config(name, **overrides))

@@ -39,7 +39,8 @@ def load_timm_swin(model: nn.Module, source: nn.Module | Mapping[str, torch.Tens
     if missing or unexpected or mismatched:
         raise ValueError(
             "timm Swin checkpoint does not fit this model: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape-mismatched {mismatched[:5]} "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"shape-mismatched {mismatched[:5]} "
             "(is the model a patch-4 preset with 'swin' attention and the same num_classes?)"
         )
     model.load_state_dict(converted, strict=True)

@@ -56,7 +56,7 @@ def test_gradient_reaches_every_parameter(name, shape):
 
 def test_deterministic_under_seed(name):
     a, b = build(name, 4, 2, seed=3), build(name, 4, 2, seed=3)
-    for (na, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+    for (na, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         assert torch.equal(pa, pb), na
     x = torch.randn(2, 9, 11, DIM)
     y1, y2, y3 = a(x), a(x), b(x)
@@ -70,8 +70,9 @@ def test_matches_naive_reference(name, shape, fused):
     m = build(name, M, s, fused=fused)
     x = torch.randn(2, H, W, DIM)
     with torch.no_grad():
-        assert_close_verbose(m(x), reference_forward(m, x), atol=2e-5, rtol=1e-4,
-                             what=f"{name} fused={fused}")
+        assert_close_verbose(
+            m(x), reference_forward(m, x), atol=2e-5, rtol=1e-4, what=f"{name} fused={fused}"
+        )
 
 
 def test_shift_mask_blocks_other_regions(name):

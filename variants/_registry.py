@@ -123,8 +123,10 @@ def _discover() -> None:
         try:
             ep.load()  # importing the module runs its @register lines
         except Exception as exc:  # a broken plug-in must be loud, with its name
-            raise ImportError(f"entry point {ep.name!r} ({ep.value}) of group {ENTRY_POINT_GROUP!r} "
-                              f"failed to load: {exc}") from exc
+            raise ImportError(
+                f"entry point {ep.name!r} ({ep.value}) of group {ENTRY_POINT_GROUP!r} "
+                f"failed to load: {exc}"
+            ) from exc
 
 
 def names(pattern: str | None = None) -> list[str]:
@@ -135,7 +137,7 @@ def names(pattern: str | None = None) -> list[str]:
 
 
 def get(name: str) -> VariantSpec:
-    """The spec of ``name``; an unknown name raises ``KeyError`` with close matches and all names."""
+    """The spec of ``name``; unknown names raise ``KeyError`` with close matches and all names."""
     _discover()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
@@ -154,7 +156,7 @@ def create(
     shift_size: int = 0,
     **switches: Any,
 ):
-    """Build preset ``name`` with optional switch overrides; the module maps [B,H,W,C]->[B,H,W,C]."""
+    """Build preset ``name`` with optional switch overrides; maps [B,H,W,C] -> [B,H,W,C]."""
     spec = get(name)
     if dim <= 0 or num_heads <= 0 or dim % num_heads:
         raise ValueError(f"dim={dim} must be a positive multiple of num_heads={num_heads}")
@@ -163,8 +165,9 @@ def create(
     if not 0 <= shift_size < window_size:
         raise ValueError(f"shift_size={shift_size} must be in [0, window_size={window_size})")
     cfg = make_config(spec.cls, switches, base=spec.config, context=f"variant {name!r}")
-    return spec.cls(dim=dim, num_heads=num_heads, window_size=window_size,
-                    shift_size=shift_size, cfg=cfg)
+    return spec.cls(
+        dim=dim, num_heads=num_heads, window_size=window_size, shift_size=shift_size, cfg=cfg
+    )
 
 
 def validate_choices(config: Any) -> None:

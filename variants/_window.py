@@ -21,7 +21,7 @@ def window_partition(x: Tensor, window: tuple[int, int]) -> Tensor:
     """Split ``[B, H, W, C]`` (H, W divisible by the window) into ``[B*nW, wh, ww, C]``."""
     B, H, W, C = x.shape
     wh, ww = window
-    x = x.view(B, H // wh, wh, W // ww, ww, C)
+    x = x.reshape(B, H // wh, wh, W // ww, ww, C)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, wh, ww, C)
 
 
@@ -29,7 +29,7 @@ def window_reverse(windows: Tensor, window: tuple[int, int], H: int, W: int) -> 
     """Inverse of :func:`window_partition`: ``[B*nW, wh, ww, C] -> [B, H, W, C]``."""
     wh, ww = window
     C = windows.shape[-1]
-    x = windows.view(-1, H // wh, W // ww, wh, ww, C)
+    x = windows.reshape(-1, H // wh, W // ww, wh, ww, C)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
 
 
@@ -44,7 +44,9 @@ def relative_position_index(
     """
     h, w = grid
     coords = torch.stack(
-        torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+        torch.meshgrid(
+            torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"
+        )
     ).flatten(1)  # [2, N]
     rel = (coords[:, :, None] - coords[:, None, :]).clamp(-(window - 1), window - 1)  # [2, N, N]
     rel = rel + (window - 1)

@@ -10,8 +10,8 @@ and every choice made where it is silent are listed here, each one a switch:
   into h heads, head j uses channel slice j of X as key and value, ``W_O`` is kept. With h > 1 this
   is a constrained model, not a re-parameterisation (tests measure the gap).
 * ``scale``: ``fixed`` = ``1/sqrt(d)``; ``dynamic`` = a learnable ``(2M-1)^2 x h`` table S indexed
-  by relative position, initialised so it starts equal to ``fixed``. ``scale_op``: ``mul`` multiplies
-  the logits by S (init ``1/sqrt(d)``); ``div`` divides them by S (init ``sqrt(d)``).
+  by relative position, initialised so it starts equal to ``fixed``. ``scale_op``: ``mul``
+  multiplies the logits by S (init ``1/sqrt(d)``); ``div`` divides them by S (init ``sqrt(d)``).
 * ``inner_bias``: Swin's relative-position bias B_i inside the softmax (trunc-normal 0.02).
 * ``outer_bias``: a same-shaped table B_o applied after the softmax; rows then no longer sum to
   one and the paper does not renormalise. ``outer_op``: ``add`` gives ``P + B_o``; ``mul`` gives
@@ -80,8 +80,9 @@ class LSLAConfig:
 @register("lsla_qkv", form="qkv", scale="dynamic", outer_bias=True)
 @register("lsla_qxv", form="qxv", scale="dynamic", outer_bias=True)
 @register("lsla_outer_mul", form="qxx", scale="dynamic", outer_bias=True, outer_op="mul")
-@register("lsla_outer_unmasked", form="qxx", scale="dynamic", outer_bias=True,
-          mask_outer_bias=False)
+@register(
+    "lsla_outer_unmasked", form="qxx", scale="dynamic", outer_bias=True, mask_outer_bias=False
+)
 @register("swin_qxv", form="qxv")
 @register("swin_ds", scale="dynamic")
 @register("swin_outer", outer_bias=True)
@@ -92,8 +93,14 @@ class LSLAAttention(nn.Module):
 
     Config = LSLAConfig
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int = 0,
-                 cfg: LSLAConfig = LSLAConfig()) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shift_size: int = 0,
+        cfg: LSLAConfig = LSLAConfig(),
+    ) -> None:
         super().__init__()
         self.dim, self.num_heads, self.cfg = dim, num_heads, cfg
         self.head_dim = dim // num_heads
@@ -103,9 +110,13 @@ class LSLAAttention(nn.Module):
         setattr(self, self.proj_name, nn.Linear(dim, n_proj * dim, bias=cfg.qkv_bias))
         fs = self.head_dim**-0.5
         s_init = fs if cfg.scale_op == "mul" else 1.0 / fs
-        self.dyn_scale = RelPosTable(window_size, num_heads, s_init) if cfg.scale == "dynamic" else None
+        self.dyn_scale = (
+            RelPosTable(window_size, num_heads, s_init) if cfg.scale == "dynamic" else None
+        )
         self.inner_bias = RelPosTable(window_size, num_heads) if cfg.inner_bias else None
-        self.outer_bias = RelPosTable(window_size, num_heads, cfg.outer_init) if cfg.outer_bias else None
+        self.outer_bias = (
+            RelPosTable(window_size, num_heads, cfg.outer_init) if cfg.outer_bias else None
+        )
         self.attn_drop = nn.Dropout(cfg.attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(cfg.proj_drop)
@@ -148,14 +159,14 @@ class LSLAAttention(nn.Module):
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # timm pads after the shift, unmasked
         Hp, Wp = H + pad_h, W + pad_w
 
-        windows = window_partition(x, window).view(-1, window[0] * window[1], C)  # [B*nW, N, C]
+        windows = window_partition(x, window).reshape(-1, window[0] * window[1], C)  # [B*nW, N, C]
         mask = None
         if any(shift):
             key = ("mask", Hp, Wp, window, shift, x.device)
             mask = self._cached(key, lambda: shift_region_mask((Hp, Wp), window, shift, x.device))
         out = self._attend(windows, window, mask)
 
-        out = window_reverse(out.view(-1, *window, C), window, Hp, Wp)[:, :H, :W, :]
+        out = window_reverse(out.reshape(-1, *window, C), window, Hp, Wp)[:, :H, :W, :]
         if any(shift):
             out = torch.roll(out, shifts=shift, dims=(1, 2))
         return out.contiguous()
@@ -178,20 +189,28 @@ class LSLAAttention(nn.Module):
     def _attend(self, x: Tensor, grid: tuple[int, int], mask: Tensor | None) -> Tensor:
         B_, N, C = x.shape
         h = self.num_heads
-        index = self._cached(("index", grid, x.device),
-                             lambda: relative_position_index(grid, self.window_size, x.device))
+        index = self._cached(
+            ("index", grid, x.device),
+            lambda: relative_position_index(grid, self.window_size, x.device),
+        )
         q, k, v = self._project(x)
 
         # additive part of the logits: inner bias and the shift mask (as -inf)
         bias = self.inner_bias(index).unsqueeze(0) if self.inner_bias is not None else None
         if mask is not None:
-            neg = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, -math.inf)
+            neg = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(
+                ~mask, -math.inf
+            )
             neg = neg.unsqueeze(1)  # [nW, 1, N, N]
             bias = neg if bias is None else bias.to(q.dtype) + neg
             bias = bias.unsqueeze(0).expand(B_ // mask.shape[0], -1, h, -1, -1).reshape(B_, h, N, N)
 
-        if self.cfg.fused and self.cfg.scale == "fixed" and self.outer_bias is None \
-                and not self.record_attn:
+        if (
+            self.cfg.fused
+            and self.cfg.scale == "fixed"
+            and self.outer_bias is None
+            and not self.record_attn
+        ):
             if bias is not None:
                 bias = bias.to(q.dtype)
             p = self.attn_drop.p if self.training else 0.0
@@ -200,8 +219,15 @@ class LSLAAttention(nn.Module):
             out = self._explicit(q, k, v, bias, index, mask)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B_, N, C)))
 
-    def _explicit(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, index: Tensor,
-                  mask: Tensor | None) -> Tensor:
+    def _explicit(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        bias: Tensor | None,
+        index: Tensor,
+        mask: Tensor | None,
+    ) -> Tensor:
         """The un-fused path: needed for S, B_o and for recording the weights."""
         if self.dyn_scale is None:
             logits = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # timm's order of operations
@@ -216,9 +242,8 @@ class LSLAAttention(nn.Module):
         if self.outer_bias is not None:
             bo = self.outer_bias(index).unsqueeze(0).to(attn.dtype)  # [1, h, N, N]
             if mask is not None and self.cfg.mask_outer_bias:
-                nW, N = mask.shape[0], mask.shape[1]
-                bo = (bo.unsqueeze(0) * mask[None, :, None]).expand(attn.shape[0] // nW, -1, -1,
-                                                                    -1, -1).reshape(attn.shape)
+                bo = bo.unsqueeze(0) * mask[None, :, None]  # [1, nW, h, N, N]
+                bo = bo.expand(attn.shape[0] // mask.shape[0], -1, -1, -1, -1).reshape(attn.shape)
             attn = attn + bo if self.cfg.outer_op == "add" else attn * (1.0 + bo)
         if self.record_attn:
             self.last_attn = attn.detach()
@@ -226,6 +251,8 @@ class LSLAAttention(nn.Module):
 
     def extra_repr(self) -> str:
         c = self.cfg
-        return (f"dim={self.dim}, heads={self.num_heads}, window={self.window_size}, "
-                f"shift={self.shift_size}, form={c.form}, scale={c.scale}/{c.scale_op}, "
-                f"inner={c.inner_bias}, outer={c.outer_bias}/{c.outer_op}, mode={c.window}")
+        return (
+            f"dim={self.dim}, heads={self.num_heads}, window={self.window_size}, "
+            f"shift={self.shift_size}, form={c.form}, scale={c.scale}/{c.scale_op}, "
+            f"inner={c.inner_bias}, outer={c.outer_bias}/{c.outer_op}, mode={c.window}"
+        )
