@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, default=None, help="default: the preset's own")
     p.set_defaults(func=_cmd_info)
 
+    from harness import cli_run  # sweep / train
+
+    cli_run.add_subcommands(sub)
+
     return parser
 
 

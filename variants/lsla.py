@@ -121,7 +121,9 @@ class LSLAAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(cfg.proj_drop)
         self.record_attn = False  # set by harness.attn_stats to keep the last weights
-        self.last_attn: Tensor | None = None
+        self.last_attn: Tensor | None = None  # [B*nW, h, N, N] final weights (after B_o)
+        self.last_softmax: Tensor | None = None  # the same before B_o
+        self.last_grid: tuple[int, int] | None = None  # window (or global map) shape
         self._geometry: dict[tuple, Tensor] = {}
 
     @property
@@ -217,6 +219,7 @@ class LSLAAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
         else:
             out = self._explicit(q, k, v, bias, index, mask)
+            self.last_grid = grid
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B_, N, C)))
 
     def _explicit(
@@ -238,6 +241,8 @@ class LSLAAttention(nn.Module):
         if bias is not None:
             logits = logits + bias
         attn = logits.softmax(dim=-1)
+        if self.record_attn:
+            self.last_softmax = attn.detach()
 
         if self.outer_bias is not None:
             bo = self.outer_bias(index).unsqueeze(0).to(attn.dtype)  # [1, h, N, N]

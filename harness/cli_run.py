@@ -1,0 +1,102 @@
+"""``sweep`` / ``train`` subcommands: run an experiment file (all runs, or a filtered subset).
+
+python -m harness sweep harness/configs/default.toml
+python -m harness train harness/configs/default.toml --only variant=lsla --only seed=0
+torchrun --standalone --nproc_per_node=2 -m harness train EXP.toml --only ...   (DDP)
+python -m harness sweep harness/configs/ip102.toml --set data.root=/data/ip102
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", help="TOML experiment file (see harness/configs/)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key, e.g. --set train.epochs=3 --set data.root=/data/ip102",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="keep runs whose id contains PATTERN (wildcards allowed); repeatable",
+    )
+    p.add_argument("--out", default=None, help="output root (default: the file's out_dir, runs/)")
+    p.add_argument("--dry-run", action="store_true", help="print the expanded runs and stop")
+    p.add_argument("--force", action="store_true", help="re-run finished runs from scratch")
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="EPOCHS",
+        help="stop each run after this many epochs of this invocation (resume later)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _runs(args: argparse.Namespace):
+    from harness.config import load_experiment
+    from harness.sweep import select
+
+    overrides = list(args.overrides)
+    if args.out:
+        overrides.append(f"out_dir={args.out!r}")
+    if args.no_progress:
+        overrides.append("train.progress=false")
+    runs = select(load_experiment(args.experiment, overrides), args.only)
+    _check_names(runs)
+    return runs
+
+
+def _check_names(runs) -> None:
+    """Fail before any training if a preset or variant name is wrong (lists the valid ones)."""
+    import variants
+    from harness.models import preset_config
+
+    for run in runs:
+        preset_config(run.model.preset)
+        if run.model.variant:
+            variants.get(run.model.variant)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.sweep import exit_code, run_sweep, status_of
+
+    runs = _runs(args)
+    if args.dry_run:
+        for r in runs:
+            print(
+                f"{r.experiment}/{r.run_id}  [{status_of(r)}]  model={r.model.preset} "
+                f"variant={r.model.variant or '(preset)'} data={r.data.name} "
+                f"seed={r.train.seed} epochs={r.train.epochs}"
+            )
+        return 0
+    return exit_code(run_sweep(runs, force=args.force, stop_after=args.stop_after))
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    runs = _runs(args)
+    if len(runs) != 1 and not args.dry_run:
+        from harness.config import ConfigError
+
+        raise ConfigError(
+            f"train needs exactly one run, the filters leave {len(runs)}: "
+            f"{', '.join(r.run_id for r in runs)} (add --only, or use sweep)"
+        )
+    return _cmd_sweep(args)
+
+
+def add_subcommands(sub) -> None:
+    p = sub.add_parser("sweep", help="run every point of an experiment grid (resumable)")
+    _add_common(p)
+    p.set_defaults(func=_cmd_sweep)
+    p = sub.add_parser("train", help="run exactly one point of an experiment (DDP via torchrun)")
+    _add_common(p)
+    p.set_defaults(func=_cmd_train)

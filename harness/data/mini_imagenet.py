@@ -1,0 +1,146 @@
+"""Mini-ImageNet for 100-way classification, re-split per class with a seeded, recorded split.
+
+Two layouts are recognised:
+
+* Ravi & Larochelle: ``ROOT/{train,val,test}.csv`` with header ``filename,label`` (label = WordNet
+  id, e.g. ``n0153282900000005.jpg,n01532829``) and a flat ``ROOT/images/``. The 64/16/20 class
+  split is for few-shot learning; all rows are pooled here.
+* Folder per class: ``ROOT/<wnid>/*.jpg`` (one folder per class).
+
+All classes are then re-split per class: files sorted, shuffled with ``split_seed``, the first
+``train_per_class`` go to train and the next ``test_per_class`` to test (defaults 500 / 100).
+``split_manifest`` returns exactly which files went where, for the run record.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from harness.data.base import DataError, ImageList, require_dir
+
+NUM_CLASSES = 100
+SPLITS = ("train", "val", "test")  # val is the test split (the benchmark has no separate val)
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+
+
+def _from_csvs(root: Path) -> dict[str, list[str]]:
+    by_class: dict[str, list[str]] = {}
+    images = root / "images"
+    for name in ("train.csv", "val.csv", "test.csv"):
+        path = root / name
+        if not path.is_file():
+            raise DataError(
+                f"Mini-ImageNet: {name!r} missing in {str(root)!r} (Ravi CSV layout "
+                "needs train.csv, val.csv and test.csv)"
+            )
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header != ["filename", "label"]:
+                raise DataError(f"{path}:1: expected header 'filename,label', got {header!r}")
+            for lineno, row in enumerate(reader, 2):
+                if len(row) != 2:
+                    raise DataError(f"{path}:{lineno}: expected 'filename,label', got {row!r}")
+                file = images / row[0]
+                if not file.is_file():
+                    raise DataError(
+                        f"{path}:{lineno}: image {row[0]!r} not found in {str(images)!r}"
+                    )
+                by_class.setdefault(row[1], []).append(str(file))
+    return by_class
+
+
+def _from_folders(root: Path) -> dict[str, list[str]]:
+    by_class = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "images"):
+        files = sorted(str(f) for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTS)
+        if files:
+            by_class[folder.name] = files
+    return by_class
+
+
+def scan(root) -> dict[str, list[str]]:
+    """Files per class (WordNet id), from whichever layout ``root`` has."""
+    root = require_dir(root, "Mini-ImageNet")
+    if any((root / n).exists() for n in ("train.csv", "val.csv", "test.csv")):
+        return _from_csvs(root)
+    by_class = _from_folders(root)
+    if not by_class:
+        raise DataError(
+            f"Mini-ImageNet: {str(root)!r} has neither train/val/test.csv nor "
+            "class folders with images"
+        )
+    return by_class
+
+
+def resplit(
+    by_class: dict[str, list[str]],
+    train_per_class: int,
+    test_per_class: int,
+    seed: int,
+    num_classes: int = NUM_CLASSES,
+) -> dict[str, list[tuple[str, int]]]:
+    if len(by_class) != num_classes:
+        raise DataError(
+            f"Mini-ImageNet: class-count mismatch: found {len(by_class)} classes, "
+            f"expected {num_classes}"
+        )
+    splits: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
+    for label, wnid in enumerate(sorted(by_class)):
+        files = sorted(by_class[wnid])
+        need = train_per_class + test_per_class
+        if len(files) < need:
+            raise DataError(
+                f"Mini-ImageNet: class {wnid!r} has {len(files)} images, fewer than "
+                f"train_per_class + test_per_class = {need}"
+            )
+        random.Random(f"{seed}-{wnid}").shuffle(files)
+        splits["train"] += [(f, label) for f in files[:train_per_class]]
+        splits["test"] += [(f, label) for f in files[train_per_class:need]]
+    return splits
+
+
+def split_manifest(splits: dict[str, list[tuple[str, int]]]) -> dict[str, object]:
+    """Counts and a content hash of the split (file names + labels), for the run record."""
+    digest = hashlib.sha256()
+    for name in sorted(splits):
+        for path, label in splits[name]:
+            digest.update(f"{name}:{Path(path).name}:{label}\n".encode())
+    return {"counts": {k: len(v) for k, v in splits.items()}, "sha256": digest.hexdigest()}
+
+
+def mini_imagenet(
+    root,
+    split: str,
+    transform: Callable | None = None,
+    corrupt: str = "fail",
+    train_per_class: int = 500,
+    test_per_class: int = 100,
+    split_seed: int = 0,
+    num_classes: int = NUM_CLASSES,
+) -> ImageList:
+    if split not in SPLITS:
+        raise ValueError(
+            f"Mini-ImageNet split {split!r} is not valid; choices: {', '.join(SPLITS)}"
+        )
+    by_class = scan(root)
+    splits = resplit(by_class, train_per_class, test_per_class, split_seed, num_classes)
+    ds = ImageList(
+        splits["train" if split == "train" else "test"],
+        num_classes,
+        transform,
+        corrupt,
+        classes=sorted(by_class),
+        name=f"mini_imagenet/{split}",
+    )
+    ds.split_info = {
+        **split_manifest(splits),
+        "seed": split_seed,
+        "train_per_class": train_per_class,
+        "test_per_class": test_per_class,
+    }
+    return ds

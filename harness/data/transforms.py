@@ -1,0 +1,48 @@
+"""Training and evaluation transforms (timm's ``create_transform``) and batch mixing.
+
+``paper``: the Swin/DeiT ImageNet recipe (RandomResizedCrop, flip, RandAugment
+rand-m9-mstd0.5-inc1, random erasing 0.25, eval resize to 1/0.875 + centre crop), with mixup 0.8 /
+cutmix 1.0 / label smoothing 0.1 applied per batch by ``make_mixup``. ``small``: a light recipe for
+CPU runs on tiny images (mild random-resized crop, no flip, no mixing), eval resize only.
+"""
+
+from __future__ import annotations
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
+
+from harness.config import DataConfig, TrainConfig
+
+
+def build_transform(data: DataConfig, train: TrainConfig, is_training: bool):
+    paper = train.recipe == "paper"
+    common = dict(
+        input_size=data.img_size,
+        interpolation="bicubic",
+        mean=IMAGENET_DEFAULT_MEAN,
+        std=IMAGENET_DEFAULT_STD,
+    )
+    if not is_training:
+        return create_transform(is_training=False, crop_pct=0.875 if paper else 1.0, **common)
+    return create_transform(
+        is_training=True,
+        scale=(0.08, 1.0) if paper else (0.7, 1.0),
+        ratio=(3 / 4, 4 / 3) if paper else (0.9, 1.1),
+        hflip=train.hflip,
+        color_jitter=0.4 if paper else 0.0,
+        auto_augment=train.auto_augment,
+        re_prob=train.reprob,
+        re_mode="pixel",
+        **common,
+    )
+
+
+def make_mixup(train: TrainConfig, num_classes: int) -> Mixup | None:
+    """timm ``Mixup`` (it also applies label smoothing to the mixed targets), or None."""
+    if train.mixup <= 0 and train.cutmix <= 0:
+        return None
+    return Mixup(
+        mixup_alpha=train.mixup,
+        cutmix_alpha=train.cutmix,
+        label_smoothing=train.label_smoothing,
+        num_classes=num_classes,
+    )

@@ -1,0 +1,132 @@
+"""Result files: atomic JSON records, per-epoch JSONL logs, the aggregated table. No torch import.
+
+Layout of one experiment directory::
+
+    runs/<experiment>/
+        experiment.json          the expanded experiment (what the sweep will run)
+        <run_id>/config.json     fully resolved run config
+        <run_id>/checkpoint.pt   latest epoch (model, optimizer, scheduler, scaler, EMA, RNG)
+        <run_id>/metrics.jsonl   one line per epoch
+        <run_id>/result.json     the final record; its presence marks the run as done
+        results.csv / .parquet   one row per finished run (flattened records)
+        bench/*.json             pytest-benchmark output, read by the report
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+RESULT_FILE = "result.json"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+DONE_STATUSES = ("finished", "diverged", "oom")
+
+
+def _default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: store them as strings so a diverged run's record stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write via a temporary file in the same directory and ``os.replace``: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    atomic_write_text(path, json.dumps(_clean(data), indent=2, default=_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
+    """Rewrite a whole JSONL file atomically (e.g. the per-epoch log after each checkpoint)."""
+    atomic_write_text(path, "".join(json.dumps(_clean(r), default=_default) + "\n" for r in rows))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; a torn last line (killed writer) is ignored."""
+    rows = []
+    if not Path(path).exists():
+        return rows
+    with open(path) as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return rows
+
+
+def iter_records(root: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """Every ``result.json`` below ``root``, with its run directory added as ``run_dir``."""
+    for path in sorted(Path(root).rglob(RESULT_FILE)):
+        record = read_json(path)
+        record["run_dir"] = str(path.parent)
+        yield record
+
+
+def flatten(record: dict[str, Any], prefix: str = "", skip: Iterable[str] = ()) -> dict[str, Any]:
+    """Nested dicts become dotted columns; lists (curves, per-layer stats) are left out."""
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in skip:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, prefix=f"{name}."))
+        elif not isinstance(value, list):
+            flat[name] = value
+    return flat
+
+
+def write_table(root: str | os.PathLike) -> Path | None:
+    """Aggregate every record below ``root`` into ``results.csv`` (and ``.parquet`` if possible)."""
+    import pandas as pd
+
+    rows = [flatten(r) for r in iter_records(root)]
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    out = Path(root) / "results.csv"
+    atomic_write_text(out, table.to_csv(index=False))
+    try:
+        table.to_parquet(Path(root) / "results.parquet", index=False)
+    except (ImportError, ValueError, TypeError):
+        pass  # CSV is the canonical table; Parquet is a convenience when pyarrow is present
+    return out

@@ -1,0 +1,152 @@
+"""Dataset loaders on synthetic JPEGs in the real layouts, and every bad-input error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from harness.config import DataConfig, TrainConfig
+from harness.data import DataError, build_dataset, make_mixup
+from harness.data.embedded import split_indices
+from harness.data.ip102 import ip102
+from harness.data.mini_imagenet import mini_imagenet
+from tests.fakedata import make_ip102, make_mini_csv, make_mini_folders
+
+
+@pytest.fixture(scope="module")
+def ip102_root(tmp_path_factory):
+    return make_ip102(tmp_path_factory.mktemp("ip102"))
+
+
+def test_ip102_reads_splits_labels_and_crlf_class_names(ip102_root):
+    train = ip102(ip102_root, "train")
+    assert len(train) == 6 and len(ip102(ip102_root, "test")) == 4
+    assert train.num_classes == 102 and len(train.classes) == 102
+    assert train.classes[0] == "pest number 1" and train.classes[-1] == "pest number 102"
+    img, label = train[1]
+    assert img.mode == "RGB" and label == 7
+
+
+def test_ip102_through_build_dataset_gives_tensors(ip102_root):
+    ds = build_dataset(
+        DataConfig(name="ip102", root=str(ip102_root), img_size=16), TrainConfig(), "val"
+    )
+    x, y = ds[0]
+    assert x.shape == (3, 16, 16) and isinstance(y, int)
+
+
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (lambda r: None, None),
+        (lambda r: (r / "val.txt").unlink(), "missing 'val.txt'"),
+        (
+            lambda r: (r / "val.txt").write_text("00006.jpg 0\n99999.jpg 3\n"),
+            "val.txt:2: image '99999.jpg' not found",
+        ),
+        (
+            lambda r: (r / "val.txt").write_text("00006.jpg 102\n"),
+            "val.txt:1: label 102 out of range 0..101",
+        ),
+        (
+            lambda r: (r / "val.txt").write_text("00006.jpg\n"),
+            "val.txt:1: expected '<image> <label>'",
+        ),
+        (
+            lambda r: (r / "classes.txt").write_text("\n".join(f"{i} c" for i in range(1, 102))),
+            "class-count mismatch: found 101 classes",
+        ),
+    ],
+)
+def test_ip102_bad_input_is_named(tmp_path, mutate, fragment):
+    root = make_ip102(tmp_path / "ip")
+    mutate(root)
+    if fragment is None:
+        assert len(ip102(root, "val")) == 3
+        return
+    with pytest.raises(DataError) as info:
+        ip102(root, "val")
+    assert fragment in str(info.value)
+
+
+def test_missing_root_and_bad_split_are_named(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        ip102(tmp_path / "nope", "train")
+    with pytest.raises(DataError, match="no dataset root given"):
+        ip102(None, "train")
+    with pytest.raises(ValueError, match="'dev' is not valid; choices: train, val, test"):
+        ip102(tmp_path, "dev")
+
+
+def test_corrupt_jpeg_fails_or_is_skipped_and_counted(tmp_path):
+    root = make_ip102(tmp_path / "ip")
+    bad = root / "images" / "00007.jpg"  # second line of val.txt
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated JPEG
+    strict = ip102(root, "val")
+    with pytest.raises(DataError, match="cannot decode image .*00007.jpg.*corrupt='skip'"):
+        strict[1]
+    lenient = ip102(root, "val", corrupt="skip")
+    assert len(lenient) == 2 and lenient.skipped == [str(bad)]
+    with pytest.raises(ValueError, match="corrupt='ignore' is not valid; choices: fail, skip"):
+        ip102(root, "val", corrupt="ignore")
+
+
+@pytest.mark.parametrize("maker", [make_mini_csv, make_mini_folders], ids=["csv", "folders"])
+def test_mini_imagenet_resplit_is_seeded_recorded_and_disjoint(tmp_path, maker):
+    root = maker(tmp_path / "mini", per_class=4)
+    kw = dict(train_per_class=3, test_per_class=1)
+    train = mini_imagenet(root, "train", split_seed=0, **kw)
+    test = mini_imagenet(root, "test", split_seed=0, **kw)
+    assert (len(train), len(test), train.num_classes) == (300, 100, 100)
+    assert not {p for p, _ in train.samples} & {p for p, _ in test.samples}
+    assert np.bincount(train.targets).tolist() == [3] * 100
+    assert train.split_info["counts"] == {"train": 300, "test": 100}
+    again = mini_imagenet(root, "train", split_seed=0, **kw)
+    other = mini_imagenet(root, "train", split_seed=1, **kw)
+    assert again.samples == train.samples
+    assert again.split_info["sha256"] == train.split_info["sha256"]
+    assert other.split_info["sha256"] != train.split_info["sha256"]
+
+
+def test_mini_imagenet_errors(tmp_path):
+    root = make_mini_folders(tmp_path / "m99", num_classes=99, per_class=2)
+    with pytest.raises(DataError, match="class-count mismatch: found 99 classes, expected 100"):
+        mini_imagenet(root, "train", train_per_class=1, test_per_class=1)
+    root = make_mini_folders(tmp_path / "m100", per_class=2)
+    with pytest.raises(DataError, match="has 2 images, fewer than .* = 3"):
+        mini_imagenet(root, "train", train_per_class=2, test_per_class=1)
+    csv_root = make_mini_csv(tmp_path / "csv", per_class=1)
+    (csv_root / "images" / f"n{1000000:08d}{1:08d}.jpg").unlink()
+    with pytest.raises(DataError, match=r"train.csv:2: image .* not found"):
+        mini_imagenet(csv_root, "train", train_per_class=1, test_per_class=0)
+
+
+def test_embedded_digits_splits_partition_and_are_stratified():
+    labels = np.repeat(np.arange(10), 20)
+    parts = [split_indices(labels, s, 0) for s in ("train", "val", "test")]
+    merged = np.sort(np.concatenate(parts))
+    assert np.array_equal(merged, np.arange(200))
+    assert np.bincount(labels[parts[0]]).tolist() == [14] * 10
+    ds = build_dataset(DataConfig(name="digits", limit_train=50), TrainConfig(), "train")
+    assert len(ds) == 50 and len(set(ds.targets)) == 10
+    x, _ = ds[0]
+    assert x.shape == (3, 32, 32)
+
+
+def test_paper_recipe_transforms_and_mixup():
+    train = TrainConfig(
+        recipe="paper",
+        auto_augment="rand-m9-mstd0.5-inc1",
+        reprob=0.25,
+        hflip=0.5,
+        mixup=0.8,
+        cutmix=1.0,
+        label_smoothing=0.1,
+    )
+    ds = build_dataset(DataConfig(name="digits", img_size=48), train, "train")
+    assert ds[0][0].shape == (3, 48, 48)
+    mixup = make_mixup(train, 10)
+    x, y = mixup(torch.randn(4, 3, 48, 48), torch.tensor([0, 1, 2, 3]))
+    assert y.shape == (4, 10) and torch.allclose(y.sum(1), torch.ones(4))
+    assert make_mixup(TrainConfig(), 10) is None

@@ -1,0 +1,158 @@
+"""Training runs: record contents, exact resume, divergence, OOM, DDP with gloo on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness import train as train_mod
+from harness.config import load_experiment
+from harness.results import read_json
+from harness.run import execute
+from harness.sweep import run_sweep
+
+ROOT = Path(__file__).parents[1]
+
+TINY = """
+experiment = "tiny"
+[model]
+preset = "vit_lsla_micro"
+[data]
+name = "digits"
+batch_size = 16
+eval_batch_size = 64
+limit_train = 96
+limit_test = 48
+[train]
+epochs = 3
+warmup_epochs = 1
+progress = false
+[measure]
+batch_size = 8
+steps = 2
+warmup = 1
+"""
+
+
+def tiny(out: Path, *overrides: str, grid: str = ""):
+    return load_experiment(text=TINY + grid, overrides=[f"out_dir='{out}'", *overrides])
+
+
+def test_run_writes_a_complete_record(tmp_path):
+    cfg = tiny(tmp_path, "model.variant='lsla'")[0]
+    record = execute(cfg)
+    assert record == read_json(cfg.run_dir / "result.json") | {}
+    assert record["status"] == "finished" and record["variant"] == "lsla"
+    assert record["dataset_note"].startswith("embedded stand-in")
+    assert 0 <= record["metrics"]["top1"] <= record["metrics"]["top5"] <= 100
+    assert len(record["history"]) == 3 and record["metrics"]["epochs"] == 3
+    assert record["params"] > 0 and record["macs"] > 0
+    tp = record["throughput"]
+    assert tp["inference"]["images_per_s"] > 0 and tp["train"]["mode"] == "train"
+    assert tp["inference"]["precision"] == "fp32" and tp["inference"]["batch_size"] == 8
+    assert record["memory"]["peak_allocated_mb"] is None  # absent cleanly on CPU
+    assert record["env"]["torch"] == torch.__version__ and "git_commit" in record["env"]
+    layers = record["attn_stats"]
+    assert len(layers) == 4 and {"entropy", "self_weight", "mean_distance"} <= set(layers[0])
+    assert record["attn_map"]["with_outer"] != record["attn_map"]["without_outer"]
+    lines = (cfg.run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+
+
+def _strip_times(history):
+    return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in history]
+
+
+def test_interrupted_run_resumes_bitwise(tmp_path):
+    args = (
+        "model.variant='lsla'",
+        "train.mixup=0.8",
+        "train.label_smoothing=0.1",
+        "model.drop_path_rate=0.1",
+        "train.ema=true",
+        "measure.throughput=false",
+    )
+    full = tiny(tmp_path / "full", *args)[0]
+    parts = tiny(tmp_path / "parts", *args)[0]
+    ref = execute(full)
+    assert execute(parts, stop_after=1) is None  # "killed" after epoch 1
+    assert read_json(parts.run_dir / "config.json")["run_id"] == parts.run_id
+    assert execute(parts, stop_after=1) is None  # and again after epoch 2
+    resumed = execute(parts)
+    assert _strip_times(resumed["history"]) == _strip_times(ref["history"])
+    assert resumed["metrics"] == ref["metrics"]
+    a = torch.load(full.run_dir / "checkpoint.pt", weights_only=False)
+    b = torch.load(parts.run_dir / "checkpoint.pt", weights_only=False)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["ema"]:
+        assert torch.equal(a["ema"][key], b["ema"][key]), key
+
+
+def test_nan_loss_marks_run_diverged(tmp_path):
+    # a real divergence: absurd learning rate, no warmup, clipping off (0 disables it)
+    cfg = tiny(
+        tmp_path,
+        "train.lr=1e9",
+        "train.warmup_epochs=0",
+        "train.clip_grad=0",
+        "measure.throughput=false",
+    )[0]
+    record = execute(cfg)
+    assert record["status"] == "diverged"
+    assert "loss is nan" in record["error"] or "loss is inf" in record["error"]
+    assert "metrics" not in record and (cfg.run_dir / "result.json").exists()
+
+
+def test_cuda_oom_is_recorded_and_the_sweep_continues(tmp_path, monkeypatch):
+    runs = tiny(
+        tmp_path, "measure.throughput=false", grid='[grid]\n"model.variant" = ["swin", "lsla"]\n'
+    )
+    real = train_mod.train_epoch
+
+    def flaky(model, *args, **kwargs):
+        cfg = args[
+            8
+        ]  # train_epoch(model, loader, opt, scaler, ema, mixup, state, total, warmup, cfg
+        if cfg.model.variant == "swin":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_epoch", flaky)
+    outcome = run_sweep(runs, log=lambda *_: None)
+    assert outcome == {"oom": ["variant=swin"], "finished": ["variant=lsla"]}
+    assert read_json(runs[0].run_dir / "result.json")["error"].startswith("CUDA out of memory")
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_with_gloo(tmp_path):
+    exp = tmp_path / "exp.toml"
+    exp.write_text(f'out_dir = "{tmp_path}"\n' + TINY)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "harness",
+        "train",
+        str(exp),
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "measure.throughput=false",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = read_json(tmp_path / "tiny" / "run" / "result.json")
+    assert record["status"] == "finished" and record["env"]["world_size"] == 2
+    assert record["metrics"]["epochs"] == 2 and record["data"]["test_size"] == 48
+    assert proc.stdout.count("epoch 2/2") == 1  # only rank 0 logs
