@@ -9,6 +9,7 @@ For every attention layer, over all windows, heads and queries of the batch:
   (or the whole map for global attention); shifted windows use their own window coordinates.
 * ``*_softmax``: the same before the outer bias, so its effect is visible directly.
 
+Layers whose map is a single token are left out (their weight on themselves is 1 by definition).
 ``attention_map`` returns one query's weights with and without the outer bias for the report.
 """
 
@@ -73,8 +74,8 @@ def attention_statistics(model: nn.Module, images: Tensor) -> list[dict[str, obj
         with recording(model) as layers:
             model(images)
             for depth, (name, m) in enumerate(layers):
-                if m.last_attn is None:
-                    continue
+                if m.last_attn is None or m.last_attn.shape[-1] < 2:
+                    continue  # a 1-token map (last stage at small inputs) is trivially self-only
                 row: dict[str, object] = {
                     "layer": name,
                     "depth": depth,

@@ -59,7 +59,8 @@ def test_run_writes_a_complete_record(tmp_path):
     assert record["memory"]["peak_allocated_mb"] is None  # absent cleanly on CPU
     assert record["env"]["torch"] == torch.__version__ and "git_commit" in record["env"]
     layers = record["attn_stats"]
-    assert len(layers) == 4 and {"entropy", "self_weight", "mean_distance"} <= set(layers[0])
+    assert len(layers) == 3  # the 1x1 last stage is left out
+    assert {"entropy", "self_weight", "mean_distance"} <= set(layers[0])
     assert record["attn_map"]["with_outer"] != record["attn_map"]["without_outer"]
     lines = (cfg.run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]

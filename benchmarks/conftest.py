@@ -1,0 +1,62 @@
+"""pytest-benchmark fixtures: CPU always, CUDA when present (synchronised), context per row.
+
+Run: ``pytest --benchmark-only`` (or ``tox -e bench``); add ``--benchmark-json=PATH`` to keep
+the numbers for ``python -m reports``. Plain ``pytest`` skips these (``--benchmark-skip``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    return torch.device(request.param)
+
+
+def synced(fn, device: torch.device):
+    """``fn`` followed by a CUDA synchronise, so timings include the kernels themselves."""
+    if device.type != "cuda":
+        return fn
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return run
+
+
+def run_benchmark(benchmark, fn, device: torch.device, warmup: int = 2, **info):
+    """Warm up, then time ``fn`` with pytest-benchmark; ``info`` lands in the JSON row."""
+    fn = synced(fn, device)
+    for _ in range(warmup):
+        fn()
+    benchmark.extra_info.update(info)
+    benchmark.extra_info.update(
+        device=str(device),
+        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+    )
+    return benchmark(fn)
+
+
+def step(module, x, mode: str):
+    """A forward (inference mode) or forward+backward closure over ``module`` and ``x``."""
+    if mode == "fwd":
+
+        def fwd():
+            with torch.inference_mode():
+                return module(x)
+
+        return fwd
+    x = x.detach().requires_grad_(True)
+
+    def fwd_bwd():
+        module(x).float().square().mean().backward()
+
+    return fwd_bwd

@@ -1,0 +1,290 @@
+"""Build one self-contained HTML report (inline CSS, images embedded as data URIs).
+
+python -m reports runs/default -o runs/default/report.html [--bench runs/bench/benchmark.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import html
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from reports import plots, tables
+from reports.load import (
+    attn_frame,
+    bench_frame,
+    curves_frame,
+    find_bench_files,
+    load_records,
+    runs_frame,
+)
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1400px;
+color:#222;padding:0 1rem}
+h1{margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
+table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}
+th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+tr.baseline td{background:#eef6ff;font-weight:600}
+.note{background:#fff7e0;border-left:4px solid #f0b400;padding:.5rem .8rem;margin:.8rem 0}
+.muted{color:#666;font-size:.85rem}img{max-width:100%;margin:.5rem 0}
+details{margin:.3rem 0}summary{cursor:pointer}pre{background:#f7f7f7;padding:.5rem;
+overflow:auto;font-size:.75rem}
+"""
+# Marks the body once images have decoded: lets a headless browser confirm the page rendered.
+CHECK_SCRIPT = """<script>window.addEventListener('load',function(){var i=document.images,ok=0;
+for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0)ok++;}
+document.body.setAttribute('data-images-ok',ok);
+document.body.setAttribute('data-images-total',i.length);
+document.body.setAttribute('data-tables',document.getElementsByTagName('table').length);});
+</script>"""
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) >= 1000 or abs(value) < 0.01 else f"{value:.2f}"
+    return html.escape(str(value))
+
+
+def html_table(df: pd.DataFrame, columns: dict[str, str], highlight: str | None = None) -> str:
+    if df.empty:
+        return "<p class='muted'>no rows</p>"
+    head = "".join(f"<th>{html.escape(label)}</th>" for label in columns.values())
+    rows = []
+    for _, row in df.iterrows():
+        cls = " class='baseline'" if highlight and bool(row.get(highlight)) else ""
+        cells = "".join(f"<td>{_fmt(row.get(col))}</td>" for col in columns)
+        rows.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def figure(png: str | None, alt: str) -> str:
+    if png is None:
+        return f"<p class='muted'>{html.escape(alt)}: no data</p>"
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{png}'>"
+
+
+def ablation_section(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "<p class='muted'>no finished runs</p>"
+    t = table.copy()
+    t["top1_str"] = [
+        f"{m:.2f} ± {c:.2f}" if pd.notna(c) else (f"{m:.2f}" if pd.notna(m) else "—")
+        for m, c in zip(t["top1"], t["top1_ci"], strict=True)
+    ]
+    t["params_M"] = t["params"] / 1e6
+    cols = {
+        "arm": "arm",
+        "model": "model",
+        "variant": "variant",
+        "seeds": "seeds",
+        "top1_str": "top-1 % (mean ± 95% CI)",
+        "d_top1": "Δ top-1",
+        "top5": "top-5 %",
+        "params_M": "params (M)",
+        "d_params_pct": "Δ params %",
+        "gmacs": "GMACs",
+        "d_gmacs_pct": "Δ GMACs %",
+        "infer_ips": "infer img/s",
+        "speedup": "× baseline",
+        "train_ips": "train img/s",
+        "peak_mem_mb": "peak GPU MB",
+        "other_status": "other",
+    }
+    parts = []
+    for ds, group in t.groupby("dataset", sort=False):
+        note = ""
+        if group["standin"].any():
+            note = (
+                "<p class='note'><b>Stand-in data.</b> These runs use an embedded dataset "
+                f"({html.escape(ds)}) in place of IP102 / Mini-ImageNet; they exercise the "
+                "pipeline and rank variants on an easy task, they do not reproduce the "
+                "paper's benchmark.</p>"
+            )
+        parts.append(
+            f"<h3>{html.escape(ds)}</h3>{note}"
+            f"{html_table(group, cols, highlight='baseline')}"
+            "<p class='muted'>Highlighted row: the baseline (Swin / QKV) all deltas "
+            "refer to. Throughput: synthetic input, see each run's settings.</p>"
+        )
+    return "".join(parts)
+
+
+def attn_table(attn: pd.DataFrame) -> str:
+    if attn.empty:
+        return ""
+    cols = [
+        "entropy_norm",
+        "self_weight",
+        "self_weight_softmax",
+        "mean_distance",
+        "mean_distance_softmax",
+        "row_sum",
+    ]
+    mean = attn.groupby(["dataset", "arm"], sort=False)[cols].mean().reset_index()
+    return html_table(
+        mean,
+        {
+            "dataset": "dataset",
+            "arm": "arm",
+            "entropy_norm": "entropy / log N",
+            "self_weight": "self weight",
+            "self_weight_softmax": "self weight (no B_o)",
+            "mean_distance": "distance",
+            "mean_distance_softmax": "distance (no B_o)",
+            "row_sum": "row sum",
+        },
+    )
+
+
+def pick_maps(records: list[dict]) -> list[tuple[str, dict]]:
+    """One attention map per arm (first seed), arms with an outer bias first, at most four."""
+    seen, maps = set(), []
+    ordered = sorted(
+        records, key=lambda r: (not (r.get("switches") or {}).get("outer_bias"), r.get("seed", 0))
+    )
+    for r in ordered:
+        if r.get("attn_map") and r["arm"] not in seen:
+            seen.add(r["arm"])
+            maps.append((r["arm"], r["attn_map"]))
+    return maps[:4]
+
+
+def bench_section(bench: pd.DataFrame) -> str:
+    if bench.empty:
+        return (
+            "<p class='muted'>no benchmark JSON found (run <code>tox -e bench</code> or "
+            "<code>pytest --benchmark-only --benchmark-json=RESULTS/bench/b.json</code>)</p>"
+        )
+    out = []
+    ratio = bench[bench.get("kind") == "ratio"] if "kind" in bench else bench.iloc[0:0]
+    for _, r in ratio.iterrows():
+        verdict = "meets" if r.get("meets_goal") else "misses"
+        out.append(
+            f"<p><b>vit_lsla_t / timm swin_tiny inference throughput on "
+            f"{_fmt(r.get('device_name'))}: {r['throughput_ratio']:.2f}×</b> "
+            f"({r['lsla_images_per_s']:.1f} vs {r['swin_images_per_s']:.1f} img/s, batch "
+            f"{int(r['batch'])}, {r['precision']}); {verdict} the ≥{r['goal']} goal "
+            "(FLOPs ratio 4.5/3.5).</p>"
+        )
+    out.append(figure(plots.variant_times(bench), "attention variants"))
+    out.append(figure(plots.scaling(bench), "scaling"))
+    summary = tables.bench_summary(bench)
+    out.append(
+        "<details><summary>all benchmark rows</summary>"
+        + html_table(summary, {c: c for c in summary.columns})
+        + "</details>"
+    )
+    return "".join(out)
+
+
+def runs_section(records: list[dict]) -> str:
+    items = []
+    for r in sorted(records, key=lambda r: (r.get("experiment", ""), r.get("run_id", ""))):
+        env = r.get("env") or {}
+        head = (
+            f"{html.escape(r.get('experiment', ''))}/{html.escape(r.get('run_id', ''))} — "
+            f"{html.escape(str(r.get('status')))} — {html.escape(str(env.get('device_name')))}"
+            f", torch {html.escape(str(env.get('torch')))}, commit "
+            f"{html.escape(str(env.get('git_commit'))[:12])}"
+        )
+        body = {
+            "env": env,
+            "config": r.get("config"),
+            "switches": r.get("switches"),
+            "data": r.get("data"),
+            "throughput": r.get("throughput"),
+            "error": r.get("error"),
+        }
+        items.append(
+            f"<details><summary>{head}</summary><pre>"
+            f"{html.escape(json.dumps(body, indent=2, default=str))}</pre></details>"
+        )
+    return "".join(items)
+
+
+def build(results_dir: str | Path, bench_paths: list[str] | None = None) -> str:
+    records = load_records(results_dir)
+    runs = runs_frame(records)
+    table = tables.ablation_table(runs)
+    bench = bench_frame(find_bench_files(results_dir, bench_paths))
+    exps = sorted({r.get("experiment", "") for r in records}) or ["(none)"]
+    commits = sorted({str((r.get("env") or {}).get("git_commit")) for r in records})
+    sections = [
+        f"<h1>ViT-LSLA ablation report: {html.escape(', '.join(exps))}</h1>",
+        f"<p class='muted'>{len(records)} runs from {html.escape(str(results_dir))}; generated "
+        f"{dt.datetime.now():%Y-%m-%d %H:%M}; commits {html.escape(', '.join(commits))}</p>",
+        "<h2>Ablation table</h2>",
+        ablation_section(table),
+        "<h2>Paper's numbers beside ours</h2>",
+        html_table(
+            tables.paper_comparison(runs) if not runs.empty else pd.DataFrame(),
+            {c: c for c in tables.paper_comparison(runs).columns} if not runs.empty else {},
+        ),
+        "<p class='muted'>Ours only on the real datasets; stand-in runs are not comparable.</p>",
+        "<h2>Accuracy vs throughput and parameters</h2>",
+        figure(
+            plots.scatter(table, "infer_ips", "inference images/s", "accuracy vs throughput"),
+            "accuracy vs throughput",
+        )
+        if not table.empty
+        else "",
+        figure(
+            plots.scatter(table, "params", "parameters", "accuracy vs parameters"),
+            "accuracy vs params",
+        )
+        if not table.empty
+        else "",
+        "<h2>Training curves</h2>",
+        figure(plots.curves(curves_frame(records)), "curves"),
+        "<h2>Attention statistics</h2>",
+        "<p class='muted'>Held-out batch, per layer: normalised entropy, weight on the query "
+        "itself and weight-averaged distance, with and without the outer bias B_o.</p>",
+        figure(plots.attention_stats(attn_frame(records)), "attention statistics"),
+        attn_table(attn_frame(records)),
+        "<h2>Attention maps</h2>",
+        figure(plots.attention_maps(pick_maps(records)), "maps"),
+        "<h2>Benchmarks</h2>",
+        bench_section(bench),
+        "<h2>Runs: environment and settings</h2>",
+        runs_section(records),
+    ]
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>ViT-LSLA "
+        f"report</title><style>{CSS}</style>{CHECK_SCRIPT}</head><body>"
+        f"{''.join(sections)}</body></html>"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__)
+    parser.add_argument("results_dir", help="directory holding runs (searched recursively)")
+    parser.add_argument("-o", "--output", default="report.html")
+    parser.add_argument(
+        "--bench",
+        action="append",
+        default=[],
+        help="pytest-benchmark JSON (default: RESULTS_DIR/bench/*.json)",
+    )
+    args = parser.parse_args(argv)
+    if not Path(args.results_dir).is_dir():
+        print(f"error: results directory {args.results_dir!r} does not exist", file=sys.stderr)
+        return 2
+    missing = [b for b in args.bench if not Path(b).is_file()]
+    if missing:
+        print(f"error: benchmark file {missing[0]!r} does not exist", file=sys.stderr)
+        return 2
+    page = build(args.results_dir, args.bench)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page)
+    print(f"report: {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0

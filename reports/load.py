@@ -1,0 +1,112 @@
+"""Read run records and benchmark JSON into pandas frames (no torch)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.results import iter_records
+
+SEED_RE = re.compile(r"(^|-)seed=\d+")
+
+
+def arm_of(record: dict[str, Any]) -> str:
+    """The run id without its seed: the thing seeds are averaged over."""
+    arm = SEED_RE.sub("", record.get("run_id", "")).strip("-")
+    for key in ("variant=", "preset="):  # the common single-axis grids read better bare
+        if arm.startswith(key) and arm.count("=") == 1:
+            arm = arm[len(key) :]
+    return arm or record.get("variant", "run")
+
+
+def load_records(root: str | Path) -> list[dict[str, Any]]:
+    records = list(iter_records(root))
+    for r in records:
+        r["arm"] = arm_of(r)
+    return records
+
+
+def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run with the columns the tables and plots need."""
+    rows = []
+    for r in records:
+        tp = r.get("throughput") or {}
+        mem = r.get("memory") or {}
+        metrics = r.get("metrics") or {}
+        rows.append(
+            {
+                "experiment": r.get("experiment"),
+                "run_id": r.get("run_id"),
+                "arm": r["arm"],
+                "dataset": r.get("dataset"),
+                "standin": bool(r.get("dataset_note")),
+                "model": r.get("model"),
+                "variant": r.get("variant"),
+                "seed": r.get("seed"),
+                "status": r.get("status"),
+                "top1": metrics.get("top1"),
+                "top5": metrics.get("top5"),
+                "params": r.get("params"),
+                "gmacs": r.get("gmacs"),
+                "infer_ips": (tp.get("inference") or {}).get("images_per_s"),
+                "train_ips": (tp.get("train") or {}).get("images_per_s"),
+                "peak_mem_mb": mem.get("peak_allocated_mb"),
+                "nvml_mb": mem.get("nvml_used_mb"),
+                "form": (r.get("switches") or {}).get("form"),
+                "inner_bias": (r.get("switches") or {}).get("inner_bias"),
+                "outer_bias": (r.get("switches") or {}).get("outer_bias"),
+                "device": (r.get("env") or {}).get("device_name"),
+                "precision": (r.get("env") or {}).get("precision"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def curves_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = [
+        {"arm": r["arm"], "dataset": r.get("dataset"), "seed": r.get("seed"), **h}
+        for r in records
+        for h in r.get("history") or []
+    ]
+    return pd.DataFrame(rows)
+
+
+def attn_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = [
+        {"arm": r["arm"], "dataset": r.get("dataset"), "seed": r.get("seed"), **s}
+        for r in records
+        for s in r.get("attn_stats") or []
+    ]
+    return pd.DataFrame(rows)
+
+
+def find_bench_files(root: str | Path, extra: list[str] | None = None) -> list[Path]:
+    """``bench/*.json`` under the results dir and next to it, plus any given paths."""
+    root = Path(root)
+    found = sorted(root.glob("bench/*.json")) + sorted(root.parent.glob("bench/*.json"))
+    found += [Path(p) for p in extra or []]
+    return [p for p in dict.fromkeys(found) if p.is_file()]
+
+
+def bench_frame(paths: list[Path]) -> pd.DataFrame:
+    rows = []
+    for path in paths:
+        data = json.loads(path.read_text())
+        for b in data.get("benchmarks", []):
+            stats = b.get("stats", {})
+            rows.append(
+                {
+                    "name": b.get("name"),
+                    "group": b.get("group"),
+                    "file": path.name,
+                    "median_ms": 1e3 * stats.get("median", float("nan")),
+                    "iqr_ms": 1e3 * stats.get("iqr", float("nan")),
+                    "rounds": stats.get("rounds"),
+                    **b.get("extra_info", {}),
+                }
+            )
+    return pd.DataFrame(rows)
