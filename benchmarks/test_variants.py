@@ -12,7 +12,7 @@ from benchmarks.conftest import run_benchmark, step
 from harness.backbone import BackboneConfig, Block
 
 DIM, HEADS, WINDOW, BATCH = 96, 3, 7, 4
-CASES = [(14, 7), (28, 7)]  # (side, window): 4 and 16 windows of 49 tokens
+CASES = [(14, 7), (28, 7), (16, 4)]  # (side, window): 4 / 16 windows of 49, 16 windows of 16
 MODES = ["fwd", "fwd_bwd"]
 
 

@@ -40,6 +40,7 @@ def run_sweep(
     runs: list[RunConfig], force: bool = False, stop_after: int | None = None, log=print
 ) -> dict[str, Any]:
     """Execute ``runs`` in order; returns counts per outcome. Aggregates the table at the end."""
+    from harness.data import STANDIN_NOTE, is_standin
     from harness.run import execute, failure_record
 
     if not runs:
@@ -49,6 +50,9 @@ def run_sweep(
         exp_dir / "experiment.json",
         {"experiment": runs[0].experiment, "runs": [r.to_dict() for r in runs]},
     )
+    standins = sorted({r.data.name for r in runs if is_standin(r.data.name)})
+    if standins:
+        log(f"note: {', '.join(standins)}: {STANDIN_NOTE}")
     outcome: dict[str, list[str]] = {}
     for i, cfg in enumerate(runs, 1):
         state = status_of(cfg)

@@ -187,7 +187,9 @@ def variant_times(bench: pd.DataFrame) -> str | None:
     data = bench[bench.get("kind") == "attention"] if "kind" in bench else pd.DataFrame()
     if data.empty:
         return None
-    data = data[data["side"] == data["side"].max()]
+    data = data[(data["side"] == data["side"].max())]
+    if "window" in data:
+        data = data[data["window"] == data["window"].max()]
     order = data[data["mode"] == "fwd"].sort_values("median_ms")["variant"].tolist()
     fig, ax = plt.subplots(figsize=(10, 0.32 * len(order) + 1.5))
     sns.barplot(data=data, y="variant", x="median_ms", hue="mode", order=order or None, ax=ax)
