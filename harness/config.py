@@ -147,6 +147,33 @@ CHOICES = {
     "train.amp": ("auto", "bf16", "fp16", "fp32"),
 }
 TOP_LEVEL = ("experiment", "description", "out_dir", "grid", *SECTIONS)
+# (low, high) inclusive bounds; None = unbounded on that side
+RANGES = {
+    "data.img_size": (8, None),
+    "data.batch_size": (1, None),
+    "data.eval_batch_size": (1, None),
+    "data.num_workers": (0, None),
+    "data.train_per_class": (1, None),
+    "data.test_per_class": (1, None),
+    "data.limit_train": (1, None),
+    "data.limit_test": (1, None),
+    "train.epochs": (1, None),
+    "train.lr": (0.0, None),
+    "train.min_lr": (0.0, None),
+    "train.warmup_epochs": (0, None),
+    "train.weight_decay": (0.0, None),
+    "train.clip_grad": (0.0, None),
+    "train.label_smoothing": (0.0, 0.99),
+    "train.mixup": (0.0, None),
+    "train.cutmix": (0.0, None),
+    "train.reprob": (0.0, 1.0),
+    "train.hflip": (0.0, 1.0),
+    "train.ema_decay": (0.0, 1.0),
+    "model.drop_path_rate": (0.0, 0.99),
+    "measure.batch_size": (1, None),
+    "measure.steps": (1, None),
+    "measure.warmup": (0, None),
+}
 
 
 def _suggest(key: str, valid: list[str]) -> str:
@@ -173,6 +200,14 @@ def _check_value(where: str, dotted: str, value: Any, hint: Any) -> Any:
     if not ok:
         names = "/".join(getattr(t, "__name__", str(t)) for t in allowed)
         raise ConfigError(f"{where}{dotted}={value!r}: expected {names}")
+    low, high = RANGES.get(dotted, (None, None))
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and ((low is not None and value < low) or (high is not None and value > high))
+    ):
+        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise ConfigError(f"{where}{dotted}={value!r} is out of range {bounds}")
     return value
 
 

@@ -70,6 +70,8 @@ def test_set_overrides_are_parsed_as_toml_literals():
         (BASE, ["data.name=imagenet"], "data.name='imagenet' is not valid; choices: digits"),
         (BASE, ["train.recipe=huge"], "choices: small, paper"),
         (BASE, ["epochs=3"], "must be <section>.<key>"),
+        (BASE, ["train.epochs=0"], "train.epochs=0 is out of range [1, inf]"),
+        (BASE, ["train.reprob=1.5"], "train.reprob=1.5 is out of range [0.0, 1.0]"),
         (BASE, ["train.epochs"], "expected KEY=VALUE"),
         ("sweep = 1\n" + BASE, [], "unknown top-level key 'sweep'"),
         (BASE + "\nsweep = 1\n", [], "[grid] 'sweep' must be a non-empty list"),
