@@ -15,14 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from reports import plots, tables
-from reports.load import (
-    attn_frame,
-    bench_frame,
-    curves_frame,
-    find_bench_files,
-    load_records,
-    runs_frame,
-)
+from reports.load import bench_frame, find_bench_files, list_frame, load_records, runs_frame
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1400px;
@@ -216,6 +209,8 @@ def build(results_dir: str | Path, bench_paths: list[str] | None = None) -> str:
     runs = runs_frame(records)
     table = tables.ablation_table(runs)
     bench = bench_frame(find_bench_files(results_dir, bench_paths))
+    attn = list_frame(records, "attn_stats")
+    paper = tables.paper_comparison(runs)
     exps = sorted({r.get("experiment", "") for r in records}) or ["(none)"]
     commits = sorted({str((r.get("env") or {}).get("git_commit")) for r in records})
     sections = [
@@ -225,10 +220,7 @@ def build(results_dir: str | Path, bench_paths: list[str] | None = None) -> str:
         "<h2>Ablation table</h2>",
         ablation_section(table),
         "<h2>Paper's numbers beside ours</h2>",
-        html_table(
-            tables.paper_comparison(runs) if not runs.empty else pd.DataFrame(),
-            {c: c for c in tables.paper_comparison(runs).columns} if not runs.empty else {},
-        ),
+        html_table(paper, {c: c for c in paper.columns}),
         "<p class='muted'>Ours only on the real datasets; stand-in runs are not comparable.</p>",
         "<h2>Accuracy vs throughput and parameters</h2>",
         figure(
@@ -244,12 +236,12 @@ def build(results_dir: str | Path, bench_paths: list[str] | None = None) -> str:
         if not table.empty
         else "",
         "<h2>Training curves</h2>",
-        figure(plots.curves(curves_frame(records)), "curves"),
+        figure(plots.curves(list_frame(records, "history")), "curves"),
         "<h2>Attention statistics</h2>",
         "<p class='muted'>Held-out batch, per layer: normalised entropy, weight on the query "
         "itself and weight-averaged distance, with and without the outer bias B_o.</p>",
-        figure(plots.attention_stats(attn_frame(records)), "attention statistics"),
-        attn_table(attn_frame(records)),
+        figure(plots.attention_stats(attn), "attention statistics"),
+        attn_table(attn),
         "<h2>Attention maps</h2>",
         figure(plots.attention_maps(pick_maps(records)), "maps"),
         "<h2>Benchmarks</h2>",

@@ -66,20 +66,13 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def curves_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+def list_frame(records: list[dict[str, Any]], field: str) -> pd.DataFrame:
+    """One row per element of a record's list ``field`` (``history``, ``attn_stats``), tagged
+    with the run's arm, dataset and seed."""
     rows = [
-        {"arm": r["arm"], "dataset": r.get("dataset"), "seed": r.get("seed"), **h}
+        {"arm": r["arm"], "dataset": r.get("dataset"), "seed": r.get("seed"), **item}
         for r in records
-        for h in r.get("history") or []
-    ]
-    return pd.DataFrame(rows)
-
-
-def attn_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    rows = [
-        {"arm": r["arm"], "dataset": r.get("dataset"), "seed": r.get("seed"), **s}
-        for r in records
-        for s in r.get("attn_stats") or []
+        for item in r.get(field) or []
     ]
     return pd.DataFrame(rows)
 

@@ -136,6 +136,8 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def paper_comparison(runs: pd.DataFrame) -> pd.DataFrame:
     """The paper's numbers beside ours, matched by model preset on the real datasets only."""
+    if runs.empty:
+        runs = pd.DataFrame(columns=["model", "status", "dataset", "top1", "params", "gmacs"])
     rows = []
     for _, p in PAPER.iterrows():
         row = {

@@ -246,3 +246,8 @@ def test_report_renders_in_headless_chromium(results, tmp_path):
     tables = int(re.search(r'data-tables="(\d+)"', dom).group(1))
     assert total >= 7 and ok == total, (ok, total)
     assert tables >= 4
+
+
+def test_report_of_an_empty_results_dir_still_shows_the_paper_numbers(tmp_path):
+    page = build(tmp_path)
+    assert "no finished runs" in page and "71.6" in page and "0 runs" in page
