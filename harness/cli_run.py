@@ -78,7 +78,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 f"seed={r.train.seed} epochs={r.train.epochs}"
             )
         return 0
-    return exit_code(run_sweep(runs, force=args.force, stop_after=args.stop_after))
+    try:
+        return exit_code(run_sweep(runs, force=args.force, stop_after=args.stop_after))
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

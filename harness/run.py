@@ -164,8 +164,9 @@ def execute(cfg: RunConfig, stop_after: int | None = None) -> dict[str, Any] | N
     record["env"].update(precision=precision, world_size=ddp.world)
     if ddp.main:
         write_json(run_dir / RESULT_FILE, record)
-        return record
-    return None
+    if ddp.enabled:  # every rank sees the record before the sweep looks at the next run
+        torch.distributed.barrier()
+    return record if ddp.main else None
 
 
 def load_record(cfg: RunConfig) -> dict[str, Any] | None:
