@@ -143,3 +143,29 @@ def test_training_step_updates_every_parameter():
     opt.step()
     unchanged = [n for n, p in m.named_parameters() if torch.equal(p, before[n])]
     assert not unchanged, unchanged
+
+
+@pytest.mark.parametrize("attn", ["swin", "msa"])
+def test_fused_and_explicit_attention_count_the_same_macs(attn):
+    """SDPA's CPU kernel has no built-in formula; ours must match the explicit matmuls."""
+    fused = models.create("vit_lsla_micro", attn=attn, num_classes=10)
+    explicit = models.create(
+        "vit_lsla_micro", attn=attn, num_classes=10, attn_switches={"fused": False}
+    )
+    assert count_flops(fused, 64) == count_flops(explicit, 64) > 0
+
+
+@pytest.mark.parametrize("img", [64, 96])
+def test_small_input_window_clamping_and_padding_match_timm(img):
+    """timm built for a small input pads some stages and clamps others to the map; ours does the
+    same at run time, so timm's (smaller) tables embedded in ours give the same logits."""
+    torch.manual_seed(0)
+    ref = timm.create_model("swin_tiny_patch4_window7_224", img_size=img, num_classes=10).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    ours = timm.create_model("swin_t_ref", num_classes=10).eval()
+    load_timm_swin(ours, ref)
+    x = torch.randn(2, 3, img, img)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max().item() < 1e-4

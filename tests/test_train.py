@@ -134,7 +134,9 @@ def test_cuda_oom_is_recorded_and_the_sweep_continues(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_ddp_two_processes_with_gloo(tmp_path):
     exp = tmp_path / "exp.toml"
-    exp.write_text(f'out_dir = "{tmp_path}"\n' + TINY)
+    exp.write_text(
+        f'out_dir = "{tmp_path}"\n' + TINY + '[grid]\n"model.variant" = ["swin", "lsla"]\n'
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -144,7 +146,7 @@ def test_ddp_two_processes_with_gloo(tmp_path):
         "--nproc_per_node=2",
         "-m",
         "harness",
-        "train",
+        "sweep",
         str(exp),
         "--set",
         "train.epochs=2",
@@ -153,7 +155,8 @@ def test_ddp_two_processes_with_gloo(tmp_path):
     ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    record = read_json(tmp_path / "tiny" / "run" / "result.json")
-    assert record["status"] == "finished" and record["env"]["world_size"] == 2
-    assert record["metrics"]["epochs"] == 2 and record["data"]["test_size"] == 48
-    assert proc.stdout.count("epoch 2/2") == 1  # only rank 0 logs
+    for variant in ("swin", "lsla"):
+        record = read_json(tmp_path / "tiny" / f"variant={variant}" / "result.json")
+        assert record["status"] == "finished" and record["env"]["world_size"] == 2
+        assert record["metrics"]["epochs"] == 2 and record["data"]["test_size"] == 48
+        assert proc.stdout.count(f"[tiny/variant={variant}] epoch 2/2") == 1  # rank 0 logs
