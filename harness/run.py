@@ -120,6 +120,8 @@ def execute(cfg: RunConfig, stop_after: int | None = None) -> dict[str, Any] | N
     test_ds = build_dataset(cfg.data, cfg.train, "test")
     model = build_model(cfg, train_ds.num_classes).to(device)
     record = _base_record(cfg, model)
+    if ddp.main and hasattr(train_ds, "split_files"):  # the exact re-split, file by file
+        write_json(run_dir / "split.json", {**train_ds.split_info, "files": train_ds.split_files})
     record["data"] = {
         "num_classes": train_ds.num_classes,
         "train_size": len(train_ds),

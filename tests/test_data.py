@@ -107,6 +107,7 @@ def test_mini_imagenet_resplit_is_seeded_recorded_and_disjoint(tmp_path, maker):
     assert again.samples == train.samples
     assert again.split_info["sha256"] == train.split_info["sha256"]
     assert other.split_info["sha256"] != train.split_info["sha256"]
+    assert len(train.split_files["train"]) == 300 and len(train.split_files["test"]) == 100
 
 
 def test_mini_imagenet_errors(tmp_path):

@@ -160,3 +160,31 @@ def test_ddp_two_processes_with_gloo(tmp_path):
         assert record["status"] == "finished" and record["env"]["world_size"] == 2
         assert record["metrics"]["epochs"] == 2 and record["data"]["test_size"] == 48
         assert proc.stdout.count(f"[tiny/variant={variant}] epoch 2/2") == 1  # rank 0 logs
+
+
+@pytest.mark.parametrize("dataset", ["ip102", "mini_imagenet"])
+def test_end_to_end_on_synthetic_real_layouts(tmp_path, dataset):
+    from tests.fakedata import make_ip102, make_mini_folders
+
+    if dataset == "ip102":
+        root = make_ip102(tmp_path / "data", per_split=(24, 8, 8))
+        extra = []
+    else:
+        root = make_mini_folders(tmp_path / "data", per_class=3)
+        extra = ["data.train_per_class=2", "data.test_per_class=1"]
+    cfg = tiny(
+        tmp_path / "runs",
+        f"data.name='{dataset}'",
+        f"data.root='{root}'",
+        "train.epochs=1",
+        "data.batch_size=8",
+        "measure.throughput=false",
+        *extra,
+    )[0]
+    record = execute(cfg)
+    assert record["status"] == "finished" and record["dataset_note"] == ""
+    assert record["data"]["num_classes"] == (102 if dataset == "ip102" else 100)
+    if dataset == "mini_imagenet":
+        split = read_json(cfg.run_dir / "split.json")
+        assert split["counts"] == {"train": 200, "test": 100}
+        assert len(split["files"]["train"]) == 200 and split["sha256"]

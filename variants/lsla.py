@@ -80,6 +80,8 @@ class LSLAConfig:
 @register("lsla_qkv", form="qkv", scale="dynamic", outer_bias=True)
 @register("lsla_qxv", form="qxv", scale="dynamic", outer_bias=True)
 @register("lsla_outer_mul", form="qxx", scale="dynamic", outer_bias=True, outer_op="mul")
+@register("lsla_outer_zeros", form="qxx", scale="dynamic", outer_bias=True, outer_init="zeros")
+@register("lsla_scale_div", form="qxx", scale="dynamic", scale_op="div", outer_bias=True)
 @register(
     "lsla_outer_unmasked", form="qxx", scale="dynamic", outer_bias=True, mask_outer_bias=False
 )

@@ -137,6 +137,7 @@ def mini_imagenet(
         classes=sorted(by_class),
         name=f"mini_imagenet/{split}",
     )
+    ds.split_files = {k: [Path(f).name for f, _ in v] for k, v in splits.items()}
     ds.split_info = {
         **split_manifest(splits),
         "seed": split_seed,
