@@ -14,25 +14,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     import variants
 
-    rows = [
-        {
-            "variant": n,
-            "summary": variants.get(n).summary,
-            **{
-                k: v
-                for k, v in variants.get(n).switches.items()
-                if k not in ("attn_drop", "proj_drop", "fused", "qkv_bias")
-            },
-        }
-        for n in variants.names(args.pattern)
-    ]
+    hidden = ("attn_drop", "proj_drop", "fused", "qkv_bias")  # not ablation axes
+    rows = []
+    for name in variants.names(args.pattern):
+        switches = variants.get(name).switches
+        rows.append({"variant": name, **{k: v for k, v in switches.items() if k not in hidden}})
     if not rows:
         print(
             f"no variant matches {args.pattern!r}; registered: {', '.join(variants.names())}",
             file=sys.stderr,
         )
         return 2
-    print(pd.DataFrame(rows).drop(columns="summary").to_string(index=False))
+    print(pd.DataFrame(rows).to_string(index=False))
     return 0
 
 

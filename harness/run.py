@@ -26,9 +26,8 @@ from harness.measure import (
     measure_throughput,
     nvml_memory_used_mb,
 )
-from harness.results import CONFIG_FILE, RESULT_FILE, read_json, write_json
+from harness.results import CONFIG_FILE, RESULT_FILE, write_json
 from harness.train import (
-    Dist,
     Diverged,
     evaluate,
     fit,
@@ -55,7 +54,7 @@ def _base_record(cfg: RunConfig, model: torch.nn.Module | None) -> dict[str, Any
     switches = {}
     if model is not None:
         first = model.attention_modules()[0][1]
-        switches = {k: v for k, v in dataclasses.asdict(first.cfg).items()}
+        switches = dataclasses.asdict(first.cfg)
     return {
         "experiment": cfg.experiment,
         "run_id": cfg.run_id,
@@ -171,11 +170,6 @@ def execute(cfg: RunConfig, stop_after: int | None = None) -> dict[str, Any] | N
     return record if ddp.main else None
 
 
-def load_record(cfg: RunConfig) -> dict[str, Any] | None:
-    path = cfg.run_dir / RESULT_FILE
-    return read_json(path) if path.exists() else None
-
-
 def failure_record(cfg: RunConfig, exc: BaseException) -> dict[str, Any]:
     """A record for a run that crashed with an unexpected error (kept so the sweep goes on)."""
     record = _base_record(cfg, None)
@@ -187,4 +181,4 @@ def failure_record(cfg: RunConfig, exc: BaseException) -> dict[str, Any]:
     return record
 
 
-__all__ = ["Dist", "build_model", "execute", "failure_record", "load_record"]
+__all__ = ["build_model", "execute", "failure_record"]
