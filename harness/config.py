@@ -31,6 +31,8 @@ from typing import Any, get_type_hints
 
 import tomllib
 
+from harness.results import arm_of
+
 
 class ConfigError(ValueError):
     """A user-caused configuration problem; the message names the key, value and choices."""
@@ -101,6 +103,8 @@ class RunConfig:
     experiment: str = "default"
     run_id: str = "run"
     out_dir: str = "runs"
+    baseline: str | None = None  # arm the report measures deltas against (run id minus seed)
+    order: int = 0  # position in the expanded grid (reports keep the file's order)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -146,7 +150,7 @@ CHOICES = {
     "train.recipe": tuple(RECIPES),
     "train.amp": ("auto", "bf16", "fp16", "fp32"),
 }
-TOP_LEVEL = ("experiment", "description", "out_dir", "grid", *SECTIONS)
+TOP_LEVEL = ("experiment", "description", "out_dir", "baseline", "grid", *SECTIONS)
 # (low, high) inclusive bounds; None = unbounded on that side
 RANGES = {
     "data.img_size": (8, None),
@@ -238,7 +242,7 @@ def parse_value(text: str) -> Any:
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, where: str) -> None:
     parts = dotted.split(".")
-    if len(parts) == 1 and parts[0] in ("experiment", "out_dir", "description"):
+    if len(parts) == 1 and parts[0] in ("experiment", "out_dir", "description", "baseline"):
         tree[parts[0]] = value
         return
     if len(parts) < 2 or parts[0] not in SECTIONS:
@@ -294,7 +298,8 @@ def load_experiment(
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}[grid] {key!r} must be a non-empty list, got {values!r}")
     runs = []
-    for combo in itertools.product(*grid.values()) if grid else [()]:
+    combos = itertools.product(*grid.values()) if grid else [()]
+    for order, combo in enumerate(combos):
         point = dict(zip(grid, combo, strict=True))
         run_tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in tree.items()}
         for key, value in point.items():
@@ -305,15 +310,26 @@ def load_experiment(
                 experiment=run_tree.get("experiment", Path(path or "x").stem),
                 run_id=run_id_for(point),
                 out_dir=run_tree.get("out_dir", "runs"),
+                baseline=run_tree.get("baseline"),
+                order=order,
                 **sections,
             )
         )
+    baseline = tree.get("baseline")
+    if baseline is not None:
+        arms = list(dict.fromkeys(arm_of(r.run_id) for r in runs))
+        if baseline not in arms:
+            raise ConfigError(
+                f"{where}baseline={baseline!r} is not an arm of this experiment; "
+                f"arms: {', '.join(arms)}"
+            )
     return runs
 
 
 def run_from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a ``RunConfig`` from ``config.json`` (as written by ``RunConfig.to_dict``)."""
     sections = {n: SECTIONS[n](**data[n]) for n in SECTIONS}
-    return RunConfig(
-        experiment=data["experiment"], run_id=data["run_id"], out_dir=data["out_dir"], **sections
-    )
+    top = {
+        k: data[k] for k in ("experiment", "run_id", "out_dir", "baseline", "order") if k in data
+    }
+    return RunConfig(**top, **sections)

@@ -27,8 +27,8 @@ from timm.models import register_model
 from harness.backbone import Backbone, BackboneConfig
 
 SWIN_T = dict(depths=(2, 2, 6, 2), dims=(96, 192, 384, 768), heads=(3, 6, 12, 24), window_size=7)
-NANO = dict(
-    depths=(1, 1, 2, 1),
+NANO = dict(  # two blocks in stage 1 so that 32 px inputs still get a shifted-window block
+    depths=(2, 2, 2, 1),
     dims=(32, 64, 128, 256),
     heads=(1, 2, 4, 8),
     window_size=4,

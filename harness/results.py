@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -26,6 +27,17 @@ RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 DONE_STATUSES = ("finished", "diverged", "oom")
+_SEED_RE = re.compile(r"(^|-)seed=\d+")
+
+
+def arm_of(run_id: str) -> str:
+    """A run id without its seed: what seeds are averaged over (``variant=lsla-seed=0`` ->
+    ``lsla``; a single ``variant=``/``preset=`` axis is shown bare)."""
+    arm = _SEED_RE.sub("", run_id).strip("-")
+    for key in ("variant=", "preset="):
+        if arm.startswith(key) and arm.count("=") == 1:
+            arm = arm[len(key) :]
+    return arm or "run"
 
 
 def _default(obj: Any) -> Any:

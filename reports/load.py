@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from harness.results import iter_records
-
-SEED_RE = re.compile(r"(^|-)seed=\d+")
-
-
-def arm_of(record: dict[str, Any]) -> str:
-    """The run id without its seed: the thing seeds are averaged over."""
-    arm = SEED_RE.sub("", record.get("run_id", "")).strip("-")
-    for key in ("variant=", "preset="):  # the common single-axis grids read better bare
-        if arm.startswith(key) and arm.count("=") == 1:
-            arm = arm[len(key) :]
-    return arm or record.get("variant", "run")
+from harness.results import arm_of, iter_records
 
 
 def load_records(root: str | Path) -> list[dict[str, Any]]:
+    """Records below ``root`` in experiment-file order, each with its ``arm``."""
     records = list(iter_records(root))
     for r in records:
-        r["arm"] = arm_of(r)
-    return records
+        r["arm"] = arm_of(r.get("run_id", "")) if r.get("run_id") else r.get("variant", "run")
+    return sorted(
+        records, key=lambda r: (r.get("experiment", ""), (r.get("config") or {}).get("order", 0))
+    )
 
 
 def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -61,6 +52,7 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "outer_bias": (r.get("switches") or {}).get("outer_bias"),
                 "device": (r.get("env") or {}).get("device_name"),
                 "precision": (r.get("env") or {}).get("precision"),
+                "declared_baseline": (r.get("config") or {}).get("baseline"),
             }
         )
     return pd.DataFrame(rows)

@@ -82,8 +82,11 @@ def ci95(values: pd.Series) -> float:
 
 
 def choose_baseline(arms: pd.DataFrame) -> str | None:
-    """The Swin / QKV arm deltas are measured against: variant 'swin' or preset 'swin_t_ref',
-    else the first QKV arm with the inner bias, else the first arm."""
+    """The arm deltas are measured against: the experiment's ``baseline`` if set, else variant
+    'swin' or preset 'swin_t_ref', else the first QKV arm with the inner bias, else the first."""
+    declared = arms["declared_baseline"].dropna() if "declared_baseline" in arms else []
+    if len(declared) and (arms["arm"] == declared.iloc[0]).any():
+        return declared.iloc[0]
     for test in (
         arms["variant"] == "swin",
         arms["model"] == "swin_t_ref",
@@ -102,7 +105,7 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
     done = runs[runs["status"] == "finished"]
     keys = ["dataset", "arm"]
     firsts = runs.groupby(keys, sort=False)[
-        ["model", "variant", "form", "inner_bias", "outer_bias", "standin"]
+        ["model", "variant", "form", "inner_bias", "outer_bias", "standin", "declared_baseline"]
     ].first()
     agg = done.groupby(keys, sort=False).agg(
         seeds=("seed", "nunique"),

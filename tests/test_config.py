@@ -85,6 +85,13 @@ def test_config_errors_name_key_value_and_choices(text, overrides, fragment):
     assert fragment in str(info.value)
 
 
+def test_baseline_must_name_an_arm():
+    runs = load_experiment(text='baseline = "lsla"\n' + BASE)
+    assert runs[0].baseline == "lsla" and [r.order for r in runs] == list(range(6))
+    with pytest.raises(ConfigError, match="baseline='msa' is not an arm.*arms: swin, lsla"):
+        load_experiment(text='baseline = "msa"\n' + BASE)
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.toml"):
         load_experiment(tmp_path / "nope.toml")

@@ -145,6 +145,16 @@ def test_ablation_table_means_ci_and_deltas(results):
     assert table.loc["swin", "seeds"] == 3
 
 
+def test_declared_baseline_wins_and_rows_keep_the_file_order(results):
+    records = load_records(results)
+    for r in records:
+        r["config"] = {"baseline": "lsla", "order": {"lsla": 0, "swin": 1}[r["variant"]]}
+    table = ablation_table(runs_frame(records))
+    assert table["arm"].tolist() == ["lsla", "swin"]
+    assert table.set_index("arm").loc["lsla", "baseline"]
+    assert table.set_index("arm").loc["swin", "d_top1"] == pytest.approx(-2.0)
+
+
 def test_ci_needs_two_values():
     import pandas as pd
 
