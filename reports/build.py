@@ -105,7 +105,7 @@ def ablation_section(table: pd.DataFrame) -> str:
         parts.append(
             f"<h3>{html.escape(ds)}</h3>{note}"
             f"{html_table(group, cols, highlight='baseline')}"
-            "<p class='muted'>Highlighted row: the baseline (Swin / QKV) all deltas "
+            "<p class='muted'>Highlighted row: the baseline arm (the experiment's own, else Swin / QKV) all deltas "
             "refer to. Throughput: synthetic input, see each run's settings.</p>"
         )
     return "".join(parts)
