@@ -105,8 +105,9 @@ def ablation_section(table: pd.DataFrame) -> str:
         parts.append(
             f"<h3>{html.escape(ds)}</h3>{note}"
             f"{html_table(group, cols, highlight='baseline')}"
-            "<p class='muted'>Highlighted row: the baseline arm (the experiment's own, else Swin / QKV) all deltas "
-            "refer to. Throughput: synthetic input, see each run's settings.</p>"
+            "<p class='muted'>Highlighted row: the baseline arm all deltas refer to (the "
+            "experiment's own, else Swin / QKV). Throughput: synthetic input, see each run's "
+            "settings.</p>"
         )
     return "".join(parts)
 
