@@ -91,8 +91,8 @@ class TrainConfig:
 class MeasureConfig:
     throughput: bool = True
     batch_size: int = 64
-    steps: int = 8
-    warmup: int = 2
+    steps: int = 20
+    warmup: int = 3
     channels_last: bool = False
     compile: bool = False
     attn_stats: bool = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import statistics
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -76,7 +77,10 @@ def sync(device: torch.device | str) -> None:
 
 @dataclass
 class Throughput:
-    images_per_s: float
+    images_per_s: float  # batch / median step time (robust to a busy machine)
+    images_per_s_mean: float  # batch * steps / total time
+    step_ms_median: float
+    step_ms_iqr: float
     batch_size: int
     steps: int
     warmup: int
@@ -114,7 +118,7 @@ def measure_throughput(
     compiled: bool = False,
     in_chans: int = 3,
 ) -> Throughput:
-    """Images/s on synthetic input already on the device; CUDA synchronised around the timed loop.
+    """Images/s on synthetic input already on the device; every timed step ends in a CUDA sync.
 
     ``mode="train"`` times forward + backward + an SGD-free ``zero_grad`` (the optimizer's cost is
     excluded so variants compare on the network alone). Peak memory is reset before the timed steps.
@@ -146,17 +150,23 @@ def measure_throughput(
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
+    times = []
     for _ in range(steps):
+        start = time.perf_counter()
         step()
-    sync(device)
-    elapsed = time.perf_counter() - start
+        sync(device)
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (median,) * 3
     alloc = reserved = None
     if device.type == "cuda":
         alloc = torch.cuda.max_memory_allocated(device) / 2**20
         reserved = torch.cuda.max_memory_reserved(device) / 2**20
     return Throughput(
-        batch_size * steps / elapsed,
+        batch_size / median,
+        batch_size * steps / sum(times),
+        1e3 * median,
+        1e3 * (q3 - q1),
         batch_size,
         steps,
         warmup,
