@@ -221,7 +221,8 @@ class LSLAAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
         else:
             out = self._explicit(q, k, v, bias, index, mask)
-            self.last_grid = grid
+            if self.record_attn:
+                self.last_grid = grid
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B_, N, C)))
 
     def _explicit(
