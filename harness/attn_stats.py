@@ -1,6 +1,8 @@
 """Per-layer attention statistics on a held-out batch, to test the paper's "self-limited" claim.
 
-For every attention layer, over all windows, heads and queries of the batch:
+Only layers whose variant declares ``records_attention`` (``variants/_contract.py``) are measured;
+for any other variant the run records no statistics and the report says so. For every recorded
+layer, over all windows, heads and real (not padding) queries of the batch:
 
 * ``entropy``: entropy (nats) of each query's weights normalised to sum 1 (absolute values, since
   an additive outer bias can make weights negative), and ``entropy_norm`` = entropy / log(N).
@@ -22,19 +24,30 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+import variants
+
+
+def recording_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of every attention layer that declares ``records_attention``."""
+    found = []
+    for name, module in model.named_modules():
+        caps = variants.capabilities_of(module)
+        if caps is not None and caps.records_attention:
+            found.append((name, module))
+    return found
+
 
 @contextmanager
 def recording(model: nn.Module) -> Iterator[list[tuple[str, nn.Module]]]:
-    """Switch every attention module to record its weights; restores the fused path after."""
-    layers = [(n, m) for n, m in model.named_modules() if hasattr(m, "record_attn")]
+    """Switch every recording layer on; restores the fast path and drops the weights after."""
+    layers = recording_layers(model)
     for _, m in layers:
-        m.record_attn = True
+        m.recording = True
     try:
         yield layers
     finally:
         for _, m in layers:
-            m.record_attn = False
-            m.last_attn = m.last_softmax = None
+            m.clear_record()
 
 
 def _distances(grid: tuple[int, int], device) -> Tensor:
@@ -46,27 +59,33 @@ def _distances(grid: tuple[int, int], device) -> Tensor:
     return torch.cdist(coords, coords)  # [N, N]
 
 
-def summarise(weights: Tensor, grid: tuple[int, int]) -> dict[str, float]:
-    """Statistics of ``weights [B_, h, N, N]`` over a ``grid`` of N tokens."""
+def summarise(
+    weights: Tensor, grid: tuple[int, int], valid_queries: Tensor | None = None
+) -> dict[str, float]:
+    """Statistics of ``weights [B_, h, N, N]`` over a ``grid`` of N tokens, real queries only."""
     w = weights.float()
     N = w.shape[-1]
     a = w.abs()
     p = a / a.sum(-1, keepdim=True).clamp_min(1e-12)
-    entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
-    dist = (p * _distances(grid, w.device)).sum(-1)
-    return {
-        "entropy": entropy.mean().item(),
-        "entropy_norm": (entropy.mean() / math.log(N)).item() if N > 1 else 0.0,
-        "self_weight": w.diagonal(dim1=-2, dim2=-1).mean().item(),
-        "mean_distance": dist.mean().item(),
-        "row_sum": w.sum(-1).mean().item(),
-        "tokens": N,
+    per_query = {  # each [B_, h, N]
+        "entropy": -(p * p.clamp_min(1e-12).log()).sum(-1),
+        "self_weight": w.diagonal(dim1=-2, dim2=-1),
+        "mean_distance": (p * _distances(grid, w.device)).sum(-1),
+        "row_sum": w.sum(-1),
     }
+    if valid_queries is None:
+        valid_queries = torch.ones(w.shape[0], N, dtype=torch.bool, device=w.device)
+    keep = valid_queries[:, None, :].expand(-1, w.shape[1], -1)  # [B_, h, N]
+    out = {key: value[keep].mean().item() for key, value in per_query.items()}
+    out["entropy_norm"] = out["entropy"] / math.log(N) if N > 1 else 0.0
+    out["tokens"] = N
+    out["queries"] = int(valid_queries.sum().item())
+    return out
 
 
 @torch.no_grad()
 def attention_statistics(model: nn.Module, images: Tensor) -> list[dict[str, object]]:
-    """One row per attention layer (depth order) for a forward pass over ``images``."""
+    """One row per recording attention layer (depth order) for a forward pass over ``images``."""
     was_training = model.training
     model.eval()
     rows = []
@@ -74,14 +93,16 @@ def attention_statistics(model: nn.Module, images: Tensor) -> list[dict[str, obj
         with recording(model) as layers:
             model(images)
             for depth, (name, m) in enumerate(layers):
-                if m.last_attn is None or m.last_attn.shape[-1] < 2:
+                rec = m.record
+                if rec is None or rec.weights.shape[-1] < 2:
                     continue  # a 1-token map (last stage at small inputs) is trivially self-only
                 row: dict[str, object] = {
                     "layer": name,
                     "depth": depth,
-                    **summarise(m.last_attn, m.last_grid),
+                    **summarise(rec.weights, rec.grid, rec.valid_queries),
                 }
-                pre = summarise(m.last_softmax, m.last_grid)
+                before = rec.weights if rec.weights_softmax is None else rec.weights_softmax
+                pre = summarise(before, rec.grid, rec.valid_queries)
                 row.update(
                     {f"{k}_softmax": pre[k] for k in ("entropy", "self_weight", "mean_distance")}
                 )
@@ -92,25 +113,31 @@ def attention_statistics(model: nn.Module, images: Tensor) -> list[dict[str, obj
 
 
 @torch.no_grad()
-def attention_map(model: nn.Module, image: Tensor, layer: int = 0) -> dict[str, object]:
+def attention_map(model: nn.Module, image: Tensor, layer: int = 0) -> dict[str, object] | None:
     """Head-averaged weights of the centre query of the first window of ``layer``, with and
-    without the outer bias, as ``[wh, ww]`` nested lists."""
+    without the outer bias, as ``[wh, ww]`` nested lists; None if no layer records."""
     was_training = model.training
     model.eval()
     try:
         with recording(model) as layers:
+            if not layers:
+                return None
             model(image[:1])
             name, m = layers[layer]
-            wh, ww = m.last_grid
+            rec = m.record
+            wh, ww = rec.grid
             query = (wh // 2) * ww + ww // 2
-            final = m.last_attn[0, :, query].mean(0).view(wh, ww)
-            pre = m.last_softmax[0, :, query].mean(0).view(wh, ww)
+            has_outer = rec.weights_softmax is not None
+            before = rec.weights_softmax if has_outer else rec.weights
+            final = rec.weights[0, :, query].mean(0).view(wh, ww)
+            pre = before[0, :, query].mean(0).view(wh, ww)
     finally:
         model.train(was_training)
     return {
         "layer": name,
         "query": [wh // 2, ww // 2],
         "grid": [wh, ww],
+        "has_outer": has_outer,
         "with_outer": final.tolist(),
         "without_outer": pre.tolist(),
     }

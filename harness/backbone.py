@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from timm.layers import ClassifierHead, DropPath, Mlp, PatchEmbed, trunc_normal_
 from torch import Tensor, nn
 
 import variants
+from variants._config import ConfigError, Range, validate
+
+Positive = Annotated[int, Range(1)]
 
 
 @dataclass(frozen=True)
@@ -26,26 +29,23 @@ class BackboneConfig:
     depths: tuple[int, ...] = (2, 2, 6, 2)
     dims: tuple[int, ...] = (96, 192, 384, 768)
     heads: tuple[int, ...] = (3, 6, 12, 24)
-    window_size: int = 7
-    mlp_ratio: float = 4.0
+    window_size: Positive = 7
+    mlp_ratio: Annotated[float, Range(0.0)] = 4.0
     attn: str = "lsla"
     attn_switches: Mapping[str, Any] = field(default_factory=dict)
-    num_classes: int = 1000
-    in_chans: int = 3
-    img_size: int = 224
-    drop_rate: float = 0.0
-    drop_path_rate: float = 0.1
+    num_classes: Annotated[int, Range(0)] = 1000
+    in_chans: Positive = 3
+    img_size: Positive = 224
+    drop_rate: Annotated[float, Range(0.0, 0.99)] = 0.0
+    drop_path_rate: Annotated[float, Range(0.0, 0.99)] = 0.1
 
     def __post_init__(self) -> None:
+        validate(self, "model option ")
         if not (len(self.depths) == len(self.dims) == len(self.heads)) or not self.depths:
-            raise ValueError(
+            raise ConfigError(
                 f"depths {self.depths}, dims {self.dims} and heads {self.heads} "
                 "must be non-empty and of equal length (one entry per stage)"
             )
-        if self.stem not in ("patch4", "conv"):
-            raise ValueError(f"stem={self.stem!r} is not valid; choices: 'patch4', 'conv'")
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes={self.num_classes} must be >= 0")
 
 
 class ConvStem(nn.Module):

@@ -1,4 +1,4 @@
-"""Command line: ``python -m harness {list,info,train,sweep,bench}`` (also the ``lsla`` script).
+"""Command line: ``python -m harness {list,info,train,sweep}`` (also the ``lsla`` script).
 
 Each subcommand lives in its own module and is imported only when used, so ``--help`` is quick.
 """

@@ -50,20 +50,7 @@ def _runs(args: argparse.Namespace):
         overrides.append(f"out_dir={args.out!r}")
     if args.no_progress:
         overrides.append("train.progress=false")
-    runs = select(load_experiment(args.experiment, overrides), args.only)
-    _check_names(runs)
-    return runs
-
-
-def _check_names(runs) -> None:
-    """Fail before any training if a preset or variant name is wrong (lists the valid ones)."""
-    import variants
-    from harness.models import preset_config
-
-    for run in runs:
-        preset_config(run.model.preset)
-        if run.model.variant:
-            variants.get(run.model.variant)
+    return select(load_experiment(args.experiment, overrides), args.only)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -78,13 +65,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 f"seed={r.train.seed} epochs={r.train.epochs}"
             )
         return 0
-    try:
-        return exit_code(run_sweep(runs, force=args.force, stop_after=args.stop_after))
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+    return exit_code(run_sweep(runs, force=args.force, stop_after=args.stop_after))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -22,67 +22,68 @@ explicit key overrides.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import itertools
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Annotated, Any, Literal, get_type_hints
 
 import tomllib
 
+from harness.layout import RunDir
 from harness.results import arm_of
+from variants._config import ConfigError, Pattern, Range, check_fields, check_value, suggest
 
-
-class ConfigError(ValueError):
-    """A user-caused configuration problem; the message names the key, value and choices."""
+PositiveInt = Annotated[int, Range(1)]
+NonNegativeInt = Annotated[int, Range(0)]
+NonNegative = Annotated[float, Range(0.0)]
+Fraction = Annotated[float, Range(0.0, 1.0)]
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    preset: str = "vit_lsla_nano"
-    variant: str | None = None  # None: the preset's own attention
-    switches: dict = field(default_factory=dict)  # attention switch overrides
-    drop_path_rate: float | None = None
+    preset: str = "vit_lsla_nano"  # checked against harness.models.PRESETS at load
+    variant: str | None = None  # None: the preset's own attention; checked against the registry
+    switches: dict = field(default_factory=dict)  # checked against the variant's Config at load
+    drop_path_rate: Annotated[float, Range(0.0, 0.99)] | None = None
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "digits"  # digits | mnist5k (embedded stand-ins) | ip102 | mini_imagenet
+    name: str = "digits"  # any registered dataset (harness.datasets), checked at load
     root: str | None = None
-    img_size: int = 32
-    batch_size: int = 64
-    eval_batch_size: int = 128
-    num_workers: int = 0
-    corrupt: str = "fail"  # fail | skip (skip counts and reports the bad files)
-    train_per_class: int = 500  # Mini-ImageNet re-split
-    test_per_class: int = 100
+    img_size: Annotated[int, Range(8)] = 32
+    batch_size: PositiveInt = 64
+    eval_batch_size: PositiveInt = 128
+    num_workers: NonNegativeInt = 0
+    corrupt: Literal["fail", "skip"] = "fail"  # skip counts and reports the bad files
     split_seed: int = 0
-    limit_train: int | None = None  # cap on training images (quick runs)
-    limit_test: int | None = None
+    limit_train: PositiveInt | None = None  # cap on training images (quick runs)
+    limit_test: PositiveInt | None = None
+    options: dict = field(default_factory=dict)  # the dataset's own keys, checked against it
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    recipe: str = "small"  # small | paper
-    epochs: int = 10
+    recipe: Literal["small", "paper"] = "small"
+    epochs: PositiveInt = 10
     seed: int = 0
-    lr: float = 2e-3
-    min_lr: float = 1e-5
-    warmup_epochs: int = 1
-    warmup_lr: float = 1e-6
-    weight_decay: float = 0.05
-    clip_grad: float | None = 5.0  # max grad norm; 0 disables (TOML has no null)
-    label_smoothing: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
+    lr: NonNegative = 2e-3
+    min_lr: NonNegative = 1e-5
+    warmup_epochs: NonNegativeInt = 1
+    warmup_lr: NonNegative = 1e-6
+    weight_decay: NonNegative = 0.05
+    clip_grad: NonNegative | None = 5.0  # max grad norm; 0 disables (TOML has no null)
+    label_smoothing: Annotated[float, Range(0.0, 0.99)] = 0.0
+    mixup: NonNegative = 0.0
+    cutmix: NonNegative = 0.0
     auto_augment: str | None = None
-    reprob: float = 0.0
-    hflip: float = 0.0
+    reprob: Fraction = 0.0
+    hflip: Fraction = 0.0
     ema: bool = False
-    ema_decay: float = 0.9998
-    amp: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    ema_decay: Fraction = 0.9998
+    amp: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    device: Annotated[str, Pattern(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N")] = "auto"
     deterministic: bool = True
     progress: bool = True
 
@@ -90,20 +91,24 @@ class TrainConfig:
 @dataclass(frozen=True)
 class MeasureConfig:
     throughput: bool = True
-    batch_size: int = 64
-    steps: int = 20
-    warmup: int = 3
+    batch_size: PositiveInt = 64
+    steps: PositiveInt = 20
+    warmup: NonNegativeInt = 3
     channels_last: bool = False
     compile: bool = False
     attn_stats: bool = True
 
 
+RunName = Annotated[str, Pattern(r"[A-Za-z0-9][A-Za-z0-9_.=+-]*", "letters, digits and _.=+-")]
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    experiment: str = "default"
+    experiment: RunName = "default"
     run_id: str = "run"
     out_dir: str = "runs"
     baseline: str | None = None  # arm the report measures deltas against (run id minus seed)
+    description: str = ""
     order: int = 0  # position in the expanded grid (reports keep the file's order)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -111,8 +116,8 @@ class RunConfig:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
 
     @property
-    def run_dir(self) -> Path:
-        return Path(self.out_dir) / self.experiment / self.run_id
+    def run_dir(self) -> RunDir:
+        return RunDir(Path(self.out_dir) / self.experiment / self.run_id)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -144,92 +149,22 @@ SECTIONS = {
     "train": TrainConfig,
     "measure": MeasureConfig,
 }
-CHOICES = {
-    "data.name": ("digits", "mnist5k", "ip102", "mini_imagenet"),
-    "data.corrupt": ("fail", "skip"),
-    "train.recipe": tuple(RECIPES),
-    "train.amp": ("auto", "bf16", "fp16", "fp32"),
-}
-TOP_LEVEL = ("experiment", "description", "out_dir", "baseline", "grid", *SECTIONS)
-# (low, high) inclusive bounds; None = unbounded on that side
-RANGES = {
-    "data.img_size": (8, None),
-    "data.batch_size": (1, None),
-    "data.eval_batch_size": (1, None),
-    "data.num_workers": (0, None),
-    "data.train_per_class": (1, None),
-    "data.test_per_class": (1, None),
-    "data.limit_train": (1, None),
-    "data.limit_test": (1, None),
-    "train.epochs": (1, None),
-    "train.lr": (0.0, None),
-    "train.min_lr": (0.0, None),
-    "train.warmup_epochs": (0, None),
-    "train.weight_decay": (0.0, None),
-    "train.clip_grad": (0.0, None),
-    "train.label_smoothing": (0.0, 0.99),
-    "train.mixup": (0.0, None),
-    "train.cutmix": (0.0, None),
-    "train.reprob": (0.0, 1.0),
-    "train.hflip": (0.0, 1.0),
-    "train.ema_decay": (0.0, 1.0),
-    "model.drop_path_rate": (0.0, 0.99),
-    "measure.batch_size": (1, None),
-    "measure.steps": (1, None),
-    "measure.warmup": (0, None),
-}
-
-
-def _suggest(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _check_value(where: str, dotted: str, value: Any, hint: Any) -> Any:
-    """Type-check one value against a dataclass annotation; ints are accepted for floats."""
-    if dotted in CHOICES and value not in CHOICES[dotted]:
-        raise ConfigError(
-            f"{where}{dotted}={value!r} is not valid; choices: {', '.join(CHOICES[dotted])}"
-        )
-    allowed = getattr(hint, "__args__", None) or (hint,)
-    if value is None and type(None) in allowed:
-        return value
-    if isinstance(value, bool):
-        ok = bool in allowed
-    elif isinstance(value, int):
-        ok = int in allowed or float in allowed
-        value = float(value) if int not in allowed else value
-    else:
-        ok = any(isinstance(value, t) for t in allowed if isinstance(t, type))
-    if not ok:
-        names = "/".join(getattr(t, "__name__", str(t)) for t in allowed)
-        raise ConfigError(f"{where}{dotted}={value!r}: expected {names}")
-    low, high = RANGES.get(dotted, (None, None))
-    if (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and ((low is not None and value < low) or (high is not None and value > high))
-    ):
-        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-        raise ConfigError(f"{where}{dotted}={value!r} is out of range {bounds}")
-    return value
+TOP_LEVEL = ("experiment", "description", "out_dir", "baseline")
+FILE_KEYS = (*TOP_LEVEL, "grid", *SECTIONS)
 
 
 def _build_section(where: str, name: str, values: dict[str, Any]) -> Any:
     cls = SECTIONS[name]
-    hints = get_type_hints(cls)
-    valid = [f.name for f in fields(cls)]
-    if name == "train" and values.get("recipe", "small") in RECIPES:
-        values = {**RECIPES[values.get("recipe", "small")], **values}
-    checked = {}
-    for key, value in values.items():
-        if key not in valid:
-            raise ConfigError(
-                f"{where}[{name}] unknown key {key!r}{_suggest(key, valid)}; "
-                f"valid: {', '.join(valid)}"
-            )
-        checked[key] = _check_value(where, f"{name}.{key}", value, hints[key])
-    return cls(**checked)
+    if name == "train":
+        hint = get_type_hints(cls, include_extras=True)["recipe"]
+        recipe = check_value(where, "train.recipe", values.get("recipe", "small"), hint)
+        values = {**RECIPES[recipe], **values}
+    if name == "data":  # keys the dataset declares itself go to its options (checked at load)
+        common = {f.name for f in fields(cls)}
+        extra = {k: v for k, v in values.items() if k not in common}
+        values = {k: v for k, v in values.items() if k in common}
+        values["options"] = {**values.get("options", {}), **extra}
+    return cls(**check_fields(cls, values, where, section=name))
 
 
 def parse_value(text: str) -> Any:
@@ -242,17 +177,20 @@ def parse_value(text: str) -> Any:
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, where: str) -> None:
     parts = dotted.split(".")
-    if len(parts) == 1 and parts[0] in ("experiment", "out_dir", "description", "baseline"):
+    if len(parts) == 1 and parts[0] in TOP_LEVEL:
         tree[parts[0]] = value
         return
     if len(parts) < 2 or parts[0] not in SECTIONS:
         raise ConfigError(
             f"{where}key {dotted!r} must be <section>.<key> with section one of "
-            f"{', '.join(SECTIONS)} (or experiment/out_dir)"
+            f"{', '.join(SECTIONS)} (or {', '.join(TOP_LEVEL)}){suggest(parts[0], FILE_KEYS)}"
         )
     node = tree.setdefault(parts[0], {})
-    for part in parts[1:-1]:  # model.switches.outer_op
+    for depth, part in enumerate(parts[1:-1], 1):  # model.switches.outer_op
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            inner = ".".join(parts[: depth + 1])
+            raise ConfigError(f"{where}key {dotted!r}: {inner} is a value, not a table")
     node[parts[-1]] = value
 
 
@@ -269,11 +207,7 @@ def run_id_for(point: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]", "_", "-".join(parts))
 
 
-def load_experiment(
-    path: str | Path | None = None, overrides: list[str] = (), text: str | None = None
-) -> list[RunConfig]:
-    """Expand an experiment file (or TOML ``text``) into its runs, applying ``--set`` overrides."""
-    where = f"{path}: " if path else ""
+def _read_tree(path: str | Path | None, text: str | None, where: str) -> dict[str, Any]:
     if text is None:
         if path is None or not Path(path).is_file():
             raise FileNotFoundError(f"experiment file {str(path)!r} does not exist")
@@ -283,53 +217,118 @@ def load_experiment(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}invalid TOML: {exc}") from exc
     for key in tree:
-        if key not in TOP_LEVEL:
+        if key not in FILE_KEYS:
             raise ConfigError(
-                f"{where}unknown top-level key {key!r}{_suggest(key, TOP_LEVEL)}; "
-                f"valid: {', '.join(TOP_LEVEL)}"
+                f"{where}unknown top-level key {key!r}{suggest(key, FILE_KEYS)}; "
+                f"valid: {', '.join(FILE_KEYS)}"
             )
+    return tree
+
+
+def _check_shape(tree: dict[str, Any], where: str) -> None:
+    """Tables where tables belong, and the top-level values' types (after ``--set``)."""
+    for key in ("grid", *SECTIONS):
+        if key in tree and not isinstance(tree[key], dict):
+            raise ConfigError(
+                f"{where}{key} = {tree[key]!r} must be a table ([{key}] with keys below it)"
+            )
+    hints = get_type_hints(RunConfig, include_extras=True)
+    for key in TOP_LEVEL:
+        if key in tree:
+            check_value(where, key, tree[key], hints[key])
+    for key, values in tree.get("grid", {}).items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}[grid] {key!r} must be a non-empty list, got {values!r}")
+
+
+def _build_run(
+    tree: dict[str, Any], point: dict[str, Any], order: int, where: str, stem: str
+) -> RunConfig:
+    run_tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in tree.items()}
+    for key, value in point.items():
+        _set_dotted(run_tree, key, value, f"{where}[grid] ")
+    sections = {n: _build_section(where, n, run_tree.get(n, {})) for n in SECTIONS}
+    top = {k: run_tree[k] for k in TOP_LEVEL if k in run_tree}
+    top.setdefault("experiment", stem)
+    hint = get_type_hints(RunConfig, include_extras=True)["experiment"]
+    check_value(where, "experiment", top["experiment"], hint)
+    return RunConfig(**top, run_id=run_id_for(point), order=order, **sections)
+
+
+def load_experiment(
+    path: str | Path | None = None, overrides: list[str] = (), text: str | None = None
+) -> list[RunConfig]:
+    """Expand an experiment file (or TOML ``text``) into its runs, applying ``--set`` overrides.
+
+    Everything a run would trip over later is checked here, so ``--dry-run`` catches it: keys,
+    types, ranges and choices, and the preset, variant, switches, dataset and dataset keys.
+    """
+    where = f"{path}: " if path else ""
+    tree = _read_tree(path, text, where)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
         key, value = item.split("=", 1)
         _set_dotted(tree, key.strip(), parse_value(value.strip()), "--set ")
+    _check_shape(tree, where)
     grid = tree.pop("grid", {})
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{where}[grid] {key!r} must be a non-empty list, got {values!r}")
-    runs = []
+    stem = Path(path).stem if path else "experiment"
     combos = itertools.product(*grid.values()) if grid else [()]
-    for order, combo in enumerate(combos):
-        point = dict(zip(grid, combo, strict=True))
-        run_tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in tree.items()}
-        for key, value in point.items():
-            _set_dotted(run_tree, key, value, f"{where}[grid] ")
-        sections = {n: _build_section(where, n, run_tree.get(n, {})) for n in SECTIONS}
-        runs.append(
-            RunConfig(
-                experiment=run_tree.get("experiment", Path(path or "x").stem),
-                run_id=run_id_for(point),
-                out_dir=run_tree.get("out_dir", "runs"),
-                baseline=run_tree.get("baseline"),
-                order=order,
-                **sections,
-            )
-        )
-    baseline = tree.get("baseline")
-    if baseline is not None:
-        arms = list(dict.fromkeys(arm_of(r.run_id) for r in runs))
-        if baseline not in arms:
-            raise ConfigError(
-                f"{where}baseline={baseline!r} is not an arm of this experiment; "
-                f"arms: {', '.join(arms)}"
-            )
+    runs = [
+        _build_run(tree, dict(zip(grid, combo, strict=True)), order, where, stem)
+        for order, combo in enumerate(combos)
+    ]
+    for run in runs:
+        check_names(run, where)
+    _check_baseline(runs, tree.get("baseline"), where)
     return runs
+
+
+def _check_baseline(runs: list[RunConfig], baseline: str | None, where: str) -> None:
+    if baseline is None:
+        return
+    arms = list(dict.fromkeys(arm_of(r.run_id) for r in runs))
+    if baseline not in arms:
+        raise ConfigError(
+            f"{where}baseline={baseline!r} is not an arm of this experiment; "
+            f"arms: {', '.join(arms)}"
+        )
+
+
+def check_names(run: RunConfig, where: str = "") -> None:
+    """Resolve the run's preset, variant + switches and dataset + dataset keys, or say why not."""
+    import variants
+    from harness import datasets, models
+
+    label = f"{where}[{run.run_id}] " if run.run_id != "run" else where
+    if run.model.preset not in models.PRESETS:
+        raise ConfigError(
+            f"{label}model.preset={run.model.preset!r} is not valid"
+            f"{suggest(run.model.preset, models.PRESETS)}; choices: {', '.join(models.PRESETS)}"
+        )
+    variant = run.model.variant or models.PRESETS[run.model.preset]["attn"]
+    variants.resolve(variant, run.model.switches, where=f"{label}model.switches: ")
+    try:
+        spec = datasets.get(run.data.name)
+    except KeyError as exc:
+        raise ConfigError(f"{label}{exc.args[0]}") from None
+    _check_dataset_keys(spec.options, run.data, label)
+
+
+def _check_dataset_keys(options: type, data: DataConfig, where: str) -> None:
+    own = [f.name for f in fields(options)]
+    for key in data.options:
+        if key not in own:
+            valid = [f.name for f in fields(DataConfig) if f.name != "options"] + own
+            raise ConfigError(
+                f"{where}[data] unknown key {key!r} for data.name={data.name!r}"
+                f"{suggest(key, valid)}; valid: {', '.join(valid)}"
+            )
+    check_fields(options, data.options, where, section="data")
 
 
 def run_from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a ``RunConfig`` from ``config.json`` (as written by ``RunConfig.to_dict``)."""
-    sections = {n: SECTIONS[n](**data[n]) for n in SECTIONS}
-    top = {
-        k: data[k] for k in ("experiment", "run_id", "out_dir", "baseline", "order") if k in data
-    }
+    sections = {name: _build_section("", name, dict(data[name])) for name in SECTIONS}
+    top = {k: data[k] for k in (*TOP_LEVEL, "run_id", "order") if k in data}
     return RunConfig(**top, **sections)

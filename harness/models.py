@@ -18,13 +18,12 @@ variant (``attn``), switch overrides (``attn_switches``) and any ``BackboneConfi
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from typing import Any
 
 from timm.models import register_model
 
 from harness.backbone import Backbone, BackboneConfig
+from variants._config import check_fields, suggest
 
 SWIN_T = dict(depths=(2, 2, 6, 2), dims=(96, 192, 384, 768), heads=(3, 6, 12, 24), window_size=7)
 NANO = dict(  # two blocks in stage 1 so that 32 px inputs still get a shifted-window block
@@ -62,28 +61,19 @@ _TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 def preset_config(name: str, **overrides: Any) -> BackboneConfig:
     """``BackboneConfig`` of preset ``name`` with field overrides; bad names/fields are named."""
     if name not in PRESETS:
-        close = difflib.get_close_matches(name, list(PRESETS), n=3)
-        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
-        raise KeyError(f"unknown model preset {name!r}; {hint}presets: {', '.join(PRESETS)}")
-    valid = {f.name for f in dataclasses.fields(BackboneConfig)}
-    unknown = sorted(set(overrides) - valid)
-    if unknown:
-        raise ValueError(
-            f"unknown model option {unknown[0]!r} for preset {name!r}; "
-            f"valid: {', '.join(sorted(valid))}"
+        raise KeyError(
+            f"unknown model preset {name!r}{suggest(name, PRESETS)}; presets: {', '.join(PRESETS)}"
         )
-    kwargs = {**PRESETS[name], **overrides}
-    for key in ("depths", "dims", "heads"):
-        kwargs[key] = tuple(kwargs[key])
-    return BackboneConfig(**kwargs)
+    checked = check_fields(BackboneConfig, overrides, f"preset {name!r}: ", what="model option")
+    return BackboneConfig(**check_fields(BackboneConfig, {**PRESETS[name], **checked}))
 
 
 def create(name: str, pretrained: bool = False, **overrides: Any) -> Backbone:
     """Build preset ``name``. No weights ship (no network); ``pretrained=True`` is an error."""
     if pretrained:
         raise ValueError(
-            f"no pretrained weights exist for {name!r}; load a checkpoint with "
-            "harness.timm_compat.load_timm_swin or --resume instead"
+            f"no pretrained weights exist for {name!r}; load timm Swin weights with "
+            "harness.timm_compat.load_timm_swin, or a run's checkpoint.pt with load_state_dict"
         )
     for key in _TIMM_ONLY_KWARGS:
         overrides.pop(key, None)

@@ -1,15 +1,6 @@
 """Result files: atomic JSON records, per-epoch JSONL logs, the aggregated table. No torch import.
 
-Layout of one experiment directory::
-
-    runs/<experiment>/
-        experiment.json          the expanded experiment (what the sweep will run)
-        <run_id>/config.json     fully resolved run config
-        <run_id>/checkpoint.pt   latest epoch (model, optimizer, scheduler, scaler, EMA, RNG)
-        <run_id>/metrics.jsonl   one line per epoch
-        <run_id>/result.json     the final record; its presence marks the run as done
-        results.csv / .parquet   one row per finished run (flattened records)
-        bench/*.json             pytest-benchmark output, read by the report
+Where each file lives is ``harness.layout``'s business; this module reads and writes them.
 """
 
 from __future__ import annotations
@@ -23,9 +14,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-RESULT_FILE = "result.json"
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.json"
+from harness.layout import RESULT_FILE, ExperimentDir
+
 DONE_STATUSES = ("finished", "diverged", "oom")
 _SEED_RE = re.compile(r"(^|-)seed=\d+")
 
@@ -138,10 +128,11 @@ def write_table(root: str | os.PathLike) -> Path | None:
     if not rows:
         return None
     table = pd.DataFrame(rows)
-    out = Path(root) / "results.csv"
+    exp = ExperimentDir(Path(root))
+    out = exp.table_csv
     atomic_write_text(out, table.to_csv(index=False))
     try:
-        table.to_parquet(Path(root) / "results.parquet", index=False)
+        table.to_parquet(exp.table_parquet, index=False)
     except (ImportError, ValueError, TypeError):
         pass  # CSV is the canonical table; Parquet is a convenience when pyarrow is present
     return out

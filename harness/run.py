@@ -1,9 +1,10 @@
 """One run = (model preset, variant, dataset, seed, recipe) -> ``result.json``.
 
-``execute`` trains (resuming if a checkpoint exists), evaluates on the test split, measures
-throughput, memory, params, MACs and attention statistics, and writes the record atomically.
-A NaN/inf loss ends the run as ``diverged``; CUDA out-of-memory as ``oom``; either way a record
-is written so a sweep can go on and a report can show what happened.
+``execute`` goes through five named steps: **prepare** (datasets, model), **train** (resuming
+from a checkpoint if there is one), **evaluate** (test split, and EMA weights), **measure**
+(params, MACs, throughput, memory, attention statistics) and **record** (one atomic
+``result.json``). A NaN/inf loss ends the run as ``diverged``, CUDA out-of-memory as ``oom``;
+either way a record is written so a sweep can go on and a report can show what happened.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 import dataclasses
 import time
 import traceback
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+import variants
 from harness import models
-from harness.attn_stats import attention_map, attention_statistics
+from harness.attn_stats import attention_map, attention_statistics, recording_layers
 from harness.config import RunConfig
-from harness.data import STANDIN_NOTE, build_dataset, is_standin
+from harness.data import build_dataset, dataset_note
 from harness.measure import (
     count_flops,
     count_params,
@@ -26,16 +30,27 @@ from harness.measure import (
     measure_throughput,
     nvml_memory_used_mb,
 )
-from harness.results import CONFIG_FILE, RESULT_FILE, write_json
-from harness.train import (
-    Diverged,
-    evaluate,
-    fit,
+from harness.results import write_json
+from harness.runtime import (
+    Dist,
+    RunContext,
+    distributed,
+    make_deterministic,
     resolve_device,
     resolve_precision,
     seed_everything,
-    setup_distributed,
 )
+from harness.train import Diverged, Trainer, TrainState, evaluate, fit
+
+
+@dataclass
+class Prepared:
+    """What the prepare step builds: the three splits and the model on its device."""
+
+    train: Any
+    val: Any
+    test: Any
+    model: torch.nn.Module
 
 
 def build_model(cfg: RunConfig, num_classes: int) -> torch.nn.Module:
@@ -50,19 +65,18 @@ def build_model(cfg: RunConfig, num_classes: int) -> torch.nn.Module:
 
 
 def _base_record(cfg: RunConfig, model: torch.nn.Module | None) -> dict[str, Any]:
-    attn = model.cfg.attn if model is not None else (cfg.model.variant or "?")
-    switches = {}
+    variant, switches = cfg.model.variant or "?", {}
     if model is not None:
-        first = model.attention_modules()[0][1]
-        switches = dataclasses.asdict(first.cfg)
+        variant = model.cfg.attn
+        switches = dataclasses.asdict(variants.resolve(variant, model.cfg.attn_switches))
     return {
         "experiment": cfg.experiment,
         "run_id": cfg.run_id,
         "model": cfg.model.preset,
-        "variant": attn,
+        "variant": variant,
         "switches": switches,
         "dataset": cfg.data.name,
-        "dataset_note": STANDIN_NOTE if is_standin(cfg.data.name) else "",
+        "dataset_note": dataset_note(cfg.data.name),
         "seed": cfg.train.seed,
         "recipe": cfg.train.recipe,
         "img_size": cfg.data.img_size,
@@ -70,104 +84,138 @@ def _base_record(cfg: RunConfig, model: torch.nn.Module | None) -> dict[str, Any
     }
 
 
-def _measure(model, cfg: RunConfig, device, precision: str) -> dict[str, Any]:
-    m = cfg.measure
+def prepare(ctx: RunContext) -> Prepared:
+    """Datasets (the exact split written to ``split.json``) and the model, seeded."""
+    cfg = ctx.cfg
+    if ctx.ddp.main:
+        write_json(ctx.files.config, cfg.to_dict())
+    make_deterministic(cfg.train.deterministic)
+    seed_everything(cfg.train.seed)
+    splits = [build_dataset(cfg.data, cfg.train, s) for s in ("train", "val", "test")]
+    model = build_model(cfg, splits[0].num_classes).to(ctx.device)
+    if ctx.ddp.main and hasattr(splits[0], "split_files"):  # the exact re-split, file by file
+        write_json(ctx.files.split, {**splits[0].split_info, "files": splits[0].split_files})
+    return Prepared(*splits, model)
+
+
+def _data_record(data: Prepared) -> dict[str, Any]:
+    return {
+        "num_classes": data.train.num_classes,
+        "train_size": len(data.train),
+        "val_size": len(data.val),
+        "test_size": len(data.test),
+        "split": getattr(data.train, "split_info", None),
+        "skipped": sorted({*data.train.skipped, *data.val.skipped, *data.test.skipped}),
+    }
+
+
+def evaluate_test(ctx: RunContext, trainer: Trainer, test_ds, state: TrainState) -> dict:
+    """Test-split metrics of the final weights (and of the EMA weights when EMA is on)."""
+    test = evaluate(ctx, trainer.model, test_ds)
+    metrics = {
+        "top1": test["top1"],
+        "top5": test["top5"],
+        "loss": test["loss"],
+        "best_val_top1": state.best_top1,
+        "epochs": state.epoch,
+    }
+    if trainer.ema is not None:
+        ema_test = evaluate(ctx, trainer.ema.module, test_ds, workers=0)
+        metrics.update(top1_ema=ema_test["top1"], top5_ema=ema_test["top5"])
+    return metrics
+
+
+def _throughput(ctx: RunContext, model) -> dict[str, Any]:
+    m = ctx.cfg.measure
+    kw = dict(
+        img_size=ctx.cfg.data.img_size,
+        batch_size=m.batch_size,
+        steps=m.steps,
+        warmup=m.warmup,
+        precision=ctx.precision,
+        channels_last=m.channels_last,
+        compiled=m.compile,
+    )
+    tp = {
+        mode: measure_throughput(model, mode=mode, **kw).as_dict()
+        for mode in ("inference", "train")
+    }
+    memory = {
+        "peak_allocated_mb": tp["train"]["peak_mem_allocated_mb"],
+        "peak_reserved_mb": tp["train"]["peak_mem_reserved_mb"],
+        "nvml_used_mb": nvml_memory_used_mb(ctx.device) if ctx.device.type == "cuda" else None,
+    }
+    return {"throughput": tp, "memory": memory}
+
+
+def _attention(ctx: RunContext, model, test_ds) -> dict[str, Any]:
+    if not recording_layers(model):
+        variant = model.cfg.attn
+        return {"attn_stats": [], "attn_stats_note": f"variant {variant!r} records no weights"}
+    n = min(16, len(test_ds))
+    batch = torch.stack([test_ds[i][0] for i in range(n)]).to(ctx.device)
+    return {
+        "attn_stats": attention_statistics(model, batch),
+        "attn_map": attention_map(model, batch),
+    }
+
+
+def measure(ctx: RunContext, model, test_ds) -> dict[str, Any]:
+    """Params, MACs, and (as configured) throughput, memory and attention statistics."""
     out: dict[str, Any] = {
         "params": count_params(model),
-        "macs": count_flops(model, cfg.data.img_size),
+        "macs": count_flops(model, ctx.cfg.data.img_size),
     }
     out["gmacs"] = out["macs"] / 1e9
-    if m.throughput:
-        kw = dict(
-            img_size=cfg.data.img_size,
-            batch_size=m.batch_size,
-            steps=m.steps,
-            warmup=m.warmup,
-            precision=precision,
-            channels_last=m.channels_last,
-            compiled=m.compile,
-        )
-        out["throughput"] = {
-            mode: measure_throughput(model, mode=mode, **kw).as_dict()
-            for mode in ("inference", "train")
-        }
-        out["memory"] = {
-            "peak_allocated_mb": out["throughput"]["train"]["peak_mem_allocated_mb"],
-            "peak_reserved_mb": out["throughput"]["train"]["peak_mem_reserved_mb"],
-            "nvml_used_mb": nvml_memory_used_mb(device) if device.type == "cuda" else None,
-        }
+    if ctx.cfg.measure.throughput:
+        out.update(_throughput(ctx, model))
+    if ctx.cfg.measure.attn_stats:
+        out.update(_attention(ctx, model, test_ds))
     return out
 
 
-def execute(cfg: RunConfig, stop_after: int | None = None) -> dict[str, Any] | None:
-    """Run ``cfg`` to completion (or ``stop_after`` epochs); returns the record on rank 0."""
-    started = time.perf_counter()
-    ddp = setup_distributed(cfg.train.device)
-    device = resolve_device(cfg.train.device, ddp)
-    precision = resolve_precision(cfg.train.amp, device)
-    run_dir = cfg.run_dir
-    if ddp.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / CONFIG_FILE, cfg.to_dict())
-    if cfg.train.deterministic:
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    seed_everything(cfg.train.seed)
+def _record(ctx: RunContext, record: dict[str, Any], started: float) -> dict[str, Any] | None:
+    """Write the record (rank 0) and wait until every rank has seen it."""
+    record["wall_time_s"] = time.perf_counter() - started
+    record["env"] = environment(ctx.device)
+    record["env"].update(precision=ctx.precision, world_size=ctx.ddp.world)
+    if ctx.ddp.main:
+        write_json(ctx.files.result, record)
+    ctx.ddp.barrier()
+    return record if ctx.ddp.main else None
 
-    train_ds = build_dataset(cfg.data, cfg.train, "train")
-    val_ds = build_dataset(cfg.data, cfg.train, "val")
-    test_ds = build_dataset(cfg.data, cfg.train, "test")
-    model = build_model(cfg, train_ds.num_classes).to(device)
-    record = _base_record(cfg, model)
-    if ddp.main and hasattr(train_ds, "split_files"):  # the exact re-split, file by file
-        write_json(run_dir / "split.json", {**train_ds.split_info, "files": train_ds.split_files})
-    record["data"] = {
-        "num_classes": train_ds.num_classes,
-        "train_size": len(train_ds),
-        "val_size": len(val_ds),
-        "test_size": len(test_ds),
-        "split": getattr(train_ds, "split_info", None),
-        "skipped": sorted({*train_ds.skipped, *val_ds.skipped, *test_ds.skipped}),
-    }
+
+def _run(ctx: RunContext, stop_after: int | None) -> dict[str, Any] | None:
+    started = time.perf_counter()
+    ctx.files.path.mkdir(parents=True, exist_ok=True)
+    data = prepare(ctx)
+    record = {**_base_record(ctx.cfg, data.model), "data": _data_record(data)}
     try:
-        state, ema = fit(model, train_ds, val_ds, cfg, device, precision, ddp, stop_after)
-        if state.epoch < cfg.train.epochs:
+        state, trainer = fit(ctx, data.model, data.train, data.val, stop_after)
+        if state.epoch < ctx.cfg.train.epochs:
             return None  # stopped early on purpose; the checkpoint continues the run
-        record["history"] = state.history
-        record["status"] = "finished"
-        test = evaluate(
-            model, test_ds, cfg.data.eval_batch_size, cfg.data.num_workers, device, precision, ddp
-        )
-        record["metrics"] = {
-            "top1": test["top1"],
-            "top5": test["top5"],
-            "loss": test["loss"],
-            "best_val_top1": state.best_top1,
-            "epochs": state.epoch,
-        }
-        if ema is not None:
-            ema_test = evaluate(
-                ema.module, test_ds, cfg.data.eval_batch_size, 0, device, precision, ddp
-            )
-            record["metrics"].update(top1_ema=ema_test["top1"], top5_ema=ema_test["top5"])
-        if ddp.main:
-            record.update(_measure(model, cfg, device, precision))
-            if cfg.measure.attn_stats:
-                batch = torch.stack([test_ds[i][0] for i in range(min(16, len(test_ds)))])
-                record["attn_stats"] = attention_statistics(model, batch.to(device))
-                record["attn_map"] = attention_map(model, batch.to(device))
+        record.update(status="finished", history=state.history)
+        record["metrics"] = evaluate_test(ctx, trainer, data.test, state)
+        if ctx.ddp.main:
+            record.update(measure(ctx, data.model, data.test))
     except Diverged as exc:
         record.update(status="diverged", error=str(exc))
     except torch.cuda.OutOfMemoryError as exc:
         record.update(status="oom", error=str(exc).splitlines()[0])
-    record["wall_time_s"] = time.perf_counter() - started
-    record["env"] = environment(device)
-    record["env"].update(precision=precision, world_size=ddp.world)
-    if ddp.main:
-        write_json(run_dir / RESULT_FILE, record)
-    if ddp.enabled:  # every rank sees the record before the sweep looks at the next run
-        torch.distributed.barrier()
-    return record if ddp.main else None
+    return _record(ctx, record, started)
+
+
+def execute(
+    cfg: RunConfig, stop_after: int | None = None, ddp: Dist | None = None
+) -> dict[str, Any] | None:
+    """Run ``cfg`` to completion (or ``stop_after`` epochs); returns the record on rank 0.
+
+    ``ddp`` is the sweep's process group; without it the run joins (and leaves) one itself.
+    """
+    with nullcontext(ddp) if ddp is not None else distributed(cfg.train.device) as job:
+        device = resolve_device(cfg.train.device, job)
+        ctx = RunContext(cfg, device, resolve_precision(cfg.train.amp, device), job)
+        return _run(ctx, stop_after)
 
 
 def failure_record(cfg: RunConfig, exc: BaseException) -> dict[str, Any]:
@@ -181,4 +229,4 @@ def failure_record(cfg: RunConfig, exc: BaseException) -> dict[str, Any]:
     return record
 
 
-__all__ = ["build_model", "execute", "failure_record"]
+__all__ = ["build_model", "execute", "failure_record", "measure", "prepare"]

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import ConfigError, RunConfig
-from harness.results import DONE_STATUSES, RESULT_FILE, read_json, write_json, write_table
+from harness.layout import ExperimentDir
+from harness.results import DONE_STATUSES, read_json, write_json, write_table
 
 
 def select(runs: list[RunConfig], only: list[str]) -> list[RunConfig]:
@@ -30,54 +31,68 @@ def select(runs: list[RunConfig], only: list[str]) -> list[RunConfig]:
 
 
 def status_of(cfg: RunConfig) -> str:
-    path = cfg.run_dir / RESULT_FILE
-    if path.exists():
-        return read_json(path).get("status", "unknown")
-    return "partial" if (cfg.run_dir / "checkpoint.pt").exists() else "pending"
+    files = cfg.run_dir
+    if files.result.exists():
+        return read_json(files.result).get("status", "unknown")
+    return "partial" if files.checkpoint.exists() else "pending"
+
+
+def _notes(runs: list[RunConfig], log) -> None:
+    """Say once per dataset what its results are (stand-in datasets are not the benchmark)."""
+    from harness.data import dataset_note
+
+    for name in sorted({r.data.name for r in runs}):
+        if dataset_note(name):
+            log(f"note: {name}: {dataset_note(name)}")
+
+
+def _run_one(cfg: RunConfig, ddp, stop_after: int | None, log) -> dict[str, Any] | None:
+    """Execute one run; an unexpected error becomes a ``failed`` record and the sweep goes on."""
+    from harness.run import execute, failure_record
+
+    try:
+        return execute(cfg, stop_after=stop_after, ddp=ddp)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        record = failure_record(cfg, exc)
+        write_json(cfg.run_dir.result, record)
+        log(f"    failed: {record['error']}")
+        return record
 
 
 def run_sweep(
     runs: list[RunConfig], force: bool = False, stop_after: int | None = None, log=print
 ) -> dict[str, Any]:
-    """Execute ``runs`` in order; returns counts per outcome. Aggregates the table at the end."""
-    from harness.data import STANDIN_NOTE, is_standin
-    from harness.run import execute, failure_record
+    """Execute ``runs`` in order; returns run ids per outcome. Aggregates the table at the end."""
+    from harness.runtime import distributed
 
     if not runs:
         raise ConfigError("the experiment expands to no runs")
-    exp_dir = Path(runs[0].out_dir) / runs[0].experiment
-    write_json(
-        exp_dir / "experiment.json",
-        {"experiment": runs[0].experiment, "runs": [r.to_dict() for r in runs]},
-    )
-    standins = sorted({r.data.name for r in runs if is_standin(r.data.name)})
-    if standins:
-        log(f"note: {', '.join(standins)}: {STANDIN_NOTE}")
+    exp = ExperimentDir(Path(runs[0].out_dir) / runs[0].experiment)
+    write_json(exp.plan, {"experiment": runs[0].experiment, "runs": [r.to_dict() for r in runs]})
+    _notes(runs, log)
     outcome: dict[str, list[str]] = {}
-    for i, cfg in enumerate(runs, 1):
-        state = status_of(cfg)
-        if state in DONE_STATUSES and not force:
-            log(f"[{i}/{len(runs)}] {cfg.run_id}: {state}, skipped")
-            outcome.setdefault("skipped", []).append(cfg.run_id)
-            continue
-        if force:
-            for name in (RESULT_FILE, "checkpoint.pt", "metrics.jsonl"):
-                (cfg.run_dir / name).unlink(missing_ok=True)
-        log(f"[{i}/{len(runs)}] {cfg.run_id}: {'resuming' if state == 'partial' else 'starting'}")
-        start = time.perf_counter()
-        try:
-            record = execute(cfg, stop_after=stop_after)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:  # one broken run must not stop the sweep; it is recorded
-            record = failure_record(cfg, exc)
-            write_json(cfg.run_dir / RESULT_FILE, record)
-            log(f"    failed: {record['error']}")
-        status = "partial" if record is None else record["status"]
-        outcome.setdefault(status, []).append(cfg.run_id)
-        if record is not None and status == "finished":
-            log(f"    top1 {record['metrics']['top1']:.2f}  ({time.perf_counter() - start:.0f}s)")
-    table = write_table(exp_dir)
+    with distributed(runs[0].train.device) as ddp:
+        for i, cfg in enumerate(runs, 1):
+            state = status_of(cfg)
+            if state in DONE_STATUSES and not force:
+                log(f"[{i}/{len(runs)}] {cfg.run_id}: {state}, skipped")
+                outcome.setdefault("skipped", []).append(cfg.run_id)
+                continue
+            if force:
+                for path in cfg.run_dir.restart_files():
+                    path.unlink(missing_ok=True)
+            verb = "resuming" if state == "partial" else "starting"
+            log(f"[{i}/{len(runs)}] {cfg.run_id}: {verb}")
+            start = time.perf_counter()
+            record = _run_one(cfg, ddp, stop_after, log)
+            status = "partial" if record is None else record["status"]
+            outcome.setdefault(status, []).append(cfg.run_id)
+            if status == "finished":
+                took = time.perf_counter() - start
+                log(f"    top1 {record['metrics']['top1']:.2f}  ({took:.0f}s)")
+    table = write_table(exp.path)
     if table:
         log(f"results: {table}")
     return outcome

@@ -1,10 +1,12 @@
 """Load timm Swin checkpoints into ``swin_t_ref`` (or any patch-4 preset with ``swin`` attention).
 
 timm's names already match ours except the inner bias, which lives in a ``RelPosTable`` submodule.
-timm built for a small input clamps a stage's window to its feature map and sizes that stage's
-table ``(2m-1)^2`` for the clamped ``m``; our tables stay ``(2M-1)^2`` and index the same offsets
-from their centre, so such a table is embedded in the centre of ours. Any other key that does not
-match is reported by name, never silently dropped.
+timm built for a small input clamps a stage's window to its feature map, per side (a 96x160
+input gives 3x5 windows in the last stage), and sizes that stage's table ``(2h-1)(2w-1)`` for the
+clamped ``h x w``; our tables stay ``(2M-1)^2`` and index the same offsets from their centre, so
+such a table is embedded in the centre of ours. The clamped window is read from the timm module
+(or, for a bare state dict, derived from the table size when only one shape fits). Any other key
+that does not match is reported by name, never silently dropped.
 """
 
 from __future__ import annotations
@@ -31,15 +33,37 @@ def convert_timm_swin_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict
     return out
 
 
-def _embed_table(small: torch.Tensor, big: torch.Tensor) -> torch.Tensor | None:
-    """A ``(2m-1)^2 x h`` table placed at the centre of a ``(2M-1)^2 x h`` one (offsets align)."""
-    s_side, b_side = round(small.shape[0] ** 0.5), round(big.shape[0] ** 0.5)
-    if small.shape[1] != big.shape[1] or s_side**2 != small.shape[0] or s_side > b_side:
+def _table_sides(rows: int, side: int) -> list[tuple[int, int]]:
+    """Every (2h-1, 2w-1) with odd sides up to ``side`` whose product is ``rows``."""
+    return [(a, rows // a) for a in range(1, side + 1, 2) if rows % a == 0 and rows // a <= side]
+
+
+def _embed_table(
+    small: torch.Tensor, big: torch.Tensor, window: tuple[int, int] | None
+) -> torch.Tensor | None:
+    """A ``(2h-1)(2w-1) x heads`` table placed at the centre of a ``(2M-1)^2 x heads`` one."""
+    b_side = round(big.shape[0] ** 0.5)
+    if window is not None:
+        sides = [(2 * window[0] - 1, 2 * window[1] - 1)]
+    else:
+        sides = _table_sides(small.shape[0], b_side)
+    if small.shape[1] != big.shape[1] or len(sides) != 1:
         return None
-    lo = (b_side - s_side) // 2
-    out = big.detach().clone().view(b_side, b_side, -1)
-    out[lo : lo + s_side, lo : lo + s_side] = small.view(s_side, s_side, -1)
+    (sh, sw), heads = sides[0], big.shape[1]
+    if sh * sw != small.shape[0] or sh > b_side or sw > b_side:
+        return None
+    top, left = (b_side - sh) // 2, (b_side - sw) // 2
+    out = big.detach().clone().view(b_side, b_side, heads)
+    out[top : top + sh, left : left + sw] = small.view(sh, sw, heads)
     return out.view_as(big)
+
+
+def _timm_window(source: object, timm_key: str) -> tuple[int, int] | None:
+    """The (clamped) window of the timm attention module owning ``timm_key``, if known."""
+    if not isinstance(source, nn.Module):
+        return None
+    window = getattr(source.get_submodule(timm_key.rsplit(".", 1)[0]), "window_size", None)
+    return tuple(window) if window is not None else None
 
 
 def load_timm_swin(model: nn.Module, source: nn.Module | Mapping[str, torch.Tensor]) -> None:
@@ -51,7 +75,9 @@ def load_timm_swin(model: nn.Module, source: nn.Module | Mapping[str, torch.Tens
     unexpected = sorted(set(converted) - set(own))
     for key in set(own) & set(converted):
         if key.endswith("relative_position_bias_table") and own[key].shape != converted[key].shape:
-            embedded = _embed_table(converted[key], own[key])
+            timm_key = key.replace("attn.inner_bias.", "attn.")
+            window = _timm_window(source, timm_key)
+            embedded = _embed_table(converted[key], own[key], window)
             if embedded is not None:
                 converted[key] = embedded
     mismatched = sorted(k for k in set(own) & set(converted) if own[k].shape != converted[k].shape)

@@ -10,102 +10,27 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
-from harness.config import RunConfig, TrainConfig
-from harness.data import make_mixup
+from harness.config import TrainConfig
 from harness.measure import autocast
 from harness.results import write_jsonl
-
-CHECKPOINT = "checkpoint.pt"
+from harness.runtime import Dist, RunContext, rng_state, set_rng_state
+from harness.transforms import make_mixup
 
 
 class Diverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-
-def setup_distributed(device_pref: str) -> Dist:
-    """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    if not dist.is_initialized():
-        use_cuda = device_pref != "cpu" and torch.cuda.is_available()
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(pref: str, ddp: Dist) -> torch.device:
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(pref)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"train.device={pref!r} but CUDA is not available; use 'cpu' or 'auto'"
-            )
-        if ddp.enabled:
-            device = torch.device("cuda", ddp.local_rank)
-        torch.cuda.set_device(device)
-    return device
-
-
-def resolve_precision(amp: str, device: torch.device) -> str:
-    if amp == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return amp
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def lr_at(step: int, total: int, warmup: int, t: TrainConfig) -> float:
@@ -138,14 +63,27 @@ class TrainState:
     best_top1: float = 0.0
 
 
-def save_checkpoint(path: Path, model, optimizer, scaler, ema, state: TrainState) -> None:
+@dataclass
+class Trainer:
+    """The objects one training run updates, built once by ``build_trainer``."""
+
+    model: nn.Module  # the raw model: evaluation, EMA and checkpoints use it
+    net: nn.Module  # what the loop calls: the DDP wrapper under torchrun, else the model
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: Any  # timm ModelEmaV3 or None
+    mixup: Any  # timm Mixup or None
+    total_steps: int  # of the whole schedule (all epochs)
+    warmup_steps: int
+
+
+def save_checkpoint(path: Path, trainer: Trainer, state: TrainState) -> None:
     """Atomic write of everything needed to continue exactly where this epoch ended."""
-    raw = model.module if hasattr(model, "module") else model
     payload = {
-        "model": raw.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "ema": ema.state_dict() if ema else None,
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scaler": trainer.scaler.state_dict(),
+        "ema": trainer.ema.state_dict() if trainer.ema else None,
         "state": state.__dict__,
         "rng": rng_state(),
     }
@@ -154,69 +92,47 @@ def save_checkpoint(path: Path, model, optimizer, scaler, ema, state: TrainState
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model, optimizer, scaler, ema) -> TrainState:
+def load_checkpoint(path: Path, trainer: Trainer) -> TrainState:
     payload = torch.load(path, map_location="cpu", weights_only=False)
-    raw = model.module if hasattr(model, "module") else model
-    raw.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scaler.load_state_dict(payload["scaler"])
-    if ema is not None and payload["ema"] is not None:
-        ema.load_state_dict(payload["ema"])
+    trainer.model.load_state_dict(payload["model"])
+    trainer.optimizer.load_state_dict(payload["optimizer"])
+    trainer.scaler.load_state_dict(payload["scaler"])
+    if trainer.ema is not None and payload["ema"] is not None:
+        trainer.ema.load_state_dict(payload["ema"])
     set_rng_state(payload["rng"])
     return TrainState(**payload["state"])
 
 
-def make_loader(
-    ds,
-    batch_size: int,
-    workers: int,
-    shuffle: bool,
-    seed: int,
-    epoch: int,
-    ddp: Dist,
-    drop_last: bool,
-) -> DataLoader:
-    """Order depends only on (seed, epoch): resuming at epoch k replays epoch k exactly."""
+def make_loader(ds, batch_size: int, workers: int, seed: int, epoch: int, ddp: Dist) -> DataLoader:
+    """Shuffled training batches whose order depends only on (seed, epoch): resuming at epoch k
+    replays epoch k exactly. The last incomplete batch is dropped."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     if ddp.enabled:  # every rank takes its own strided shard of one shared permutation
-        order = torch.randperm(len(ds), generator=g) if shuffle else torch.arange(len(ds))
+        order = torch.randperm(len(ds), generator=g)
         ds = Subset(ds, order[ddp.rank :: ddp.world].tolist())
         sampler = None
     else:
-        sampler = RandomSampler(ds, generator=g) if shuffle else None
+        sampler = RandomSampler(ds, generator=g)
     return DataLoader(
-        ds,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        drop_last=drop_last,
-        generator=g,
-        persistent_workers=False,
+        ds, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True, generator=g
     )
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    ds,
-    batch_size: int,
-    workers: int,
-    device: torch.device,
-    precision: str,
-    ddp: Dist,
-) -> dict[str, float]:
+def evaluate(ctx: RunContext, model: nn.Module, ds, workers: int | None = None) -> dict[str, float]:
     """top-1 / top-5 / loss over ``ds``; under DDP each rank scores a shard and sums are reduced."""
     model.eval()
-    if ddp.enabled:
-        ds = Subset(ds, list(range(ddp.rank, len(ds), ddp.world)))
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers)
+    device, data = ctx.device, ctx.cfg.data
+    if ctx.ddp.enabled:
+        ds = Subset(ds, list(range(ctx.ddp.rank, len(ds), ctx.ddp.world)))
+    workers = data.num_workers if workers is None else workers
+    loader = DataLoader(ds, batch_size=data.eval_batch_size, num_workers=workers)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # n, top1, top5, loss
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        with autocast(device, precision):
+        with autocast(device, ctx.precision):
             logits = model(x).float()
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         sums += torch.stack(
             [
                 torch.tensor(len(y), device=device, dtype=torch.float64),
@@ -225,7 +141,7 @@ def evaluate(
                 F.cross_entropy(logits, y, reduction="sum").double(),
             ]
         )
-    if ddp.enabled:
+    if ctx.ddp.enabled:
         dist.all_reduce(sums)
     n = max(sums[0].item(), 1.0)
     return {
@@ -236,165 +152,122 @@ def evaluate(
     }
 
 
-def train_epoch(
-    model,
-    loader,
-    optimizer,
-    scaler,
-    ema,
-    mixup,
-    state: TrainState,
-    total: int,
-    warmup: int,
-    cfg: RunConfig,
-    device,
-    precision: str,
-    ddp: Dist,
-) -> dict[str, float]:
-    t = cfg.train
-    model.train()
-    show = t.progress and ddp.main
-    if show:
-        from tqdm.auto import tqdm
+def _progress(ctx: RunContext, loader, state: TrainState):
+    t = ctx.cfg.train
+    if not (t.progress and ctx.ddp.main):
+        return loader
+    from tqdm.auto import tqdm
 
-        loader = tqdm(
-            loader,
-            desc=f"{cfg.run_id} ep {state.epoch + 1}/{t.epochs}",
-            leave=False,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
+    desc = f"{ctx.cfg.run_id} ep {state.epoch + 1}/{t.epochs}"
+    return tqdm(loader, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def _loss(ctx: RunContext, trainer: Trainer, x, y) -> torch.Tensor:
+    if trainer.mixup is not None:
+        x, y = trainer.mixup(x, y)
+    with autocast(ctx.device, ctx.precision):
+        logits = trainer.net(x)
+    logits = logits.float()
+    if trainer.mixup is not None:  # soft targets, label smoothing already applied by Mixup
+        return torch.sum(-y * F.log_softmax(logits, dim=-1), dim=-1).mean()
+    return F.cross_entropy(logits, y, label_smoothing=ctx.cfg.train.label_smoothing)
+
+
+def train_epoch(ctx: RunContext, trainer: Trainer, train_ds, state: TrainState) -> dict[str, float]:
+    """One pass over the training set; updates ``state.step`` and the model."""
+    t, data = ctx.cfg.train, ctx.cfg.data
+    trainer.net.train()
+    loader = make_loader(train_ds, data.batch_size, data.num_workers, t.seed, state.epoch, ctx.ddp)
+    loader = _progress(ctx, loader, state)
+    optimizer, scaler = trainer.optimizer, trainer.scaler
     loss_sum, n = 0.0, 0
     for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+        lr = lr_at(state.step, trainer.total_steps, trainer.warmup_steps, t)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(state.step, total, warmup, t)
-        if mixup is not None:
-            x, y = mixup(x, y)
-        with autocast(device, precision):
-            logits = model(x)
-        logits = logits.float()
-        if mixup is not None:
-            loss = torch.sum(-y * F.log_softmax(logits, dim=-1), dim=-1).mean()
-        else:
-            loss = F.cross_entropy(logits, y, label_smoothing=t.label_smoothing)
+            group["lr"] = lr
+        loss = _loss(ctx, trainer, x, y)
         if not torch.isfinite(loss):
             raise Diverged(f"loss is {loss.item()} at epoch {state.epoch + 1}, step {state.step}")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if t.clip_grad:
             scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
+            nn.utils.clip_grad_norm_(trainer.net.parameters(), t.clip_grad)
         scaler.step(optimizer)
         scaler.update()
-        if ema is not None:
-            ema.update(model.module if hasattr(model, "module") else model, step=state.step)
+        if trainer.ema is not None:
+            trainer.ema.update(trainer.model, step=state.step)
         state.step += 1
         loss_sum, n = loss_sum + loss.item() * len(x), n + len(x)
-        if show:
-            loader.set_postfix(
-                loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}"
-            )
+        if hasattr(loader, "set_postfix"):
+            loader.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
     return {"train_loss": loss_sum / max(n, 1), "lr": optimizer.param_groups[0]["lr"]}
 
 
-def fit(
-    model: nn.Module,
-    train_ds,
-    val_ds,
-    cfg: RunConfig,
-    device: torch.device,
-    precision: str,
-    ddp: Dist,
-    stop_after: int | None = None,
-) -> tuple[TrainState, Any]:
-    """Train to ``cfg.train.epochs`` (resuming from the run's checkpoint if present).
-
-    ``stop_after`` ends the process's work after that many epochs *of this call* (used to test
-    resume); the checkpoint then continues the run.
-    """
-    t = cfg.train
-    run_dir = cfg.run_dir
-    if t.mixup > 0 or t.cutmix > 0:
-        if cfg.data.batch_size % 2:
-            raise ValueError(
-                f"data.batch_size={cfg.data.batch_size} must be even with mixup/cutmix"
-            )
-    mixup = make_mixup(t, train_ds.num_classes)
-    optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+def build_trainer(ctx: RunContext, model: nn.Module, train_ds) -> Trainer:
+    """Optimizer, scaler, EMA, mixing and the schedule's length for ``model`` on ``train_ds``."""
+    t, data = ctx.cfg.train, ctx.cfg.data
+    if (t.mixup > 0 or t.cutmix > 0) and data.batch_size % 2:
+        raise ValueError(f"data.batch_size={data.batch_size} must be even with mixup/cutmix")
+    steps = len(make_loader(train_ds, data.batch_size, 0, t.seed, 0, ctx.ddp))
+    if steps == 0:
+        raise ValueError(
+            f"data.batch_size={data.batch_size} is larger than the training set "
+            f"({len(train_ds)} images per process)"
+        )
     ema = None
     if t.ema:
         from timm.utils import ModelEmaV3
 
-        ema = ModelEmaV3(model, decay=t.ema_decay, device=device)
-    net = nn.parallel.DistributedDataParallel(model) if ddp.enabled else model
-
-    state = TrainState()
-    ckpt = run_dir / CHECKPOINT
-    if ckpt.exists():
-        state = load_checkpoint(ckpt, net, optimizer, scaler, ema)
-    steps_per_epoch = len(
-        make_loader(train_ds, cfg.data.batch_size, 0, True, t.seed, 0, ddp, drop_last=True)
+        ema = ModelEmaV3(model, decay=t.ema_decay, device=ctx.device)
+    return Trainer(
+        model=model,
+        net=nn.parallel.DistributedDataParallel(model) if ctx.ddp.enabled else model,
+        optimizer=torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr),
+        scaler=torch.amp.GradScaler(ctx.device.type, enabled=ctx.precision == "fp16"),
+        ema=ema,
+        mixup=make_mixup(t, train_ds.num_classes),
+        total_steps=steps * t.epochs,
+        warmup_steps=steps * t.warmup_epochs,
     )
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"data.batch_size={cfg.data.batch_size} is larger than the training set "
-            f"({len(train_ds)} images per process)"
-        )
-    total, warmup = steps_per_epoch * t.epochs, steps_per_epoch * t.warmup_epochs
+
+
+def _end_epoch(ctx: RunContext, trainer: Trainer, state: TrainState, row: dict[str, Any]) -> None:
+    """Log the epoch, then checkpoint it and its metrics (rank 0), then wait for every rank."""
+    t = ctx.cfg.train
+    state.history.append(row)
+    ctx.log(
+        f"[{ctx.cfg.experiment}/{ctx.cfg.run_id}] epoch {state.epoch}/{t.epochs} "
+        f"loss {row['train_loss']:.4f} val top1 {row['val_top1']:.2f} top5 {row['val_top5']:.2f} "
+        f"lr {row['lr']:.2e} {row['epoch_time_s']:.1f}s"
+    )
+    if ctx.ddp.main:
+        save_checkpoint(ctx.files.checkpoint, trainer, state)
+        write_jsonl(ctx.files.metrics, state.history)
+    ctx.ddp.barrier()
+
+
+def fit(
+    ctx: RunContext, model: nn.Module, train_ds, val_ds, stop_after: int | None = None
+) -> tuple[TrainState, Trainer]:
+    """Train to ``train.epochs``, resuming from the run's checkpoint if there is one.
+
+    ``stop_after`` ends this call after that many epochs (the checkpoint continues the run).
+    """
+    trainer = build_trainer(ctx, model, train_ds)
+    state = TrainState()
+    if ctx.files.checkpoint.exists():
+        state = load_checkpoint(ctx.files.checkpoint, trainer)
     done_now = 0
-    while state.epoch < t.epochs and (stop_after is None or done_now < stop_after):
+    while state.epoch < ctx.cfg.train.epochs and (stop_after is None or done_now < stop_after):
         start = time.perf_counter()
-        loader = make_loader(
-            train_ds,
-            cfg.data.batch_size,
-            cfg.data.num_workers,
-            True,
-            t.seed,
-            state.epoch,
-            ddp,
-            drop_last=True,
-        )
-        row = train_epoch(
-            net,
-            loader,
-            optimizer,
-            scaler,
-            ema,
-            mixup,
-            state,
-            total,
-            warmup,
-            cfg,
-            device,
-            precision,
-            ddp,
-        )
-        val = evaluate(
-            model, val_ds, cfg.data.eval_batch_size, cfg.data.num_workers, device, precision, ddp
-        )
+        row = train_epoch(ctx, trainer, train_ds, state)
+        val = evaluate(ctx, model, val_ds)
         state.epoch += 1
         done_now += 1
         state.best_top1 = max(state.best_top1, val["top1"])
-        row = {
-            "epoch": state.epoch,
-            **row,
-            "val_top1": val["top1"],
-            "val_top5": val["top5"],
-            "val_loss": val["loss"],
-            "epoch_time_s": time.perf_counter() - start,
-        }
-        state.history.append(row)
-        if ddp.main:
-            print(
-                f"[{cfg.experiment}/{cfg.run_id}] epoch {state.epoch}/{t.epochs} "
-                f"loss {row['train_loss']:.4f} val top1 {val['top1']:.2f} top5 {val['top5']:.2f} "
-                f"lr {row['lr']:.2e} {row['epoch_time_s']:.1f}s",
-                flush=True,
-            )
-            save_checkpoint(ckpt, net, optimizer, scaler, ema, state)
-            write_jsonl(run_dir / "metrics.jsonl", state.history)
-        if ddp.enabled:
-            dist.barrier()
-    return state, ema
+        row = {"epoch": state.epoch, **row, "val_top1": val["top1"], "val_top5": val["top5"]}
+        row.update(val_loss=val["loss"], epoch_time_s=time.perf_counter() - start)
+        _end_epoch(ctx, trainer, state, row)
+    return state, trainer

@@ -139,6 +139,15 @@ def attn_table(attn: pd.DataFrame) -> str:
     )
 
 
+def unrecorded_note(records: list[dict]) -> str:
+    """Name the arms whose variant records no attention weights (so they have no statistics)."""
+    notes = {r["arm"]: r["attn_stats_note"] for r in records if r.get("attn_stats_note")}
+    if not notes:
+        return ""
+    items = "; ".join(f"{html.escape(arm)}: {html.escape(note)}" for arm, note in notes.items())
+    return f"<p class='note'><b>No attention statistics</b> for {len(notes)} arm(s): {items}.</p>"
+
+
 def pick_maps(records: list[dict]) -> list[tuple[str, dict]]:
     """One attention map per arm (first seed), arms with an outer bias first, at most four."""
     seen, maps = set(), []
@@ -243,6 +252,7 @@ def build(results_dir: str | Path, bench_paths: list[str] | None = None) -> str:
         "itself and weight-averaged distance, with and without the outer bias B_o.</p>",
         figure(plots.attention_stats(attn), "attention statistics"),
         attn_table(attn),
+        unrecorded_note(records),
         "<h2>Attention maps</h2>",
         figure(plots.attention_maps(pick_maps(records)), "maps"),
         "<h2>Benchmarks</h2>",

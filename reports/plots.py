@@ -116,6 +116,12 @@ def attention_maps(maps: list[tuple[str, dict]]) -> str | None:
         return None
     fig, axes = plt.subplots(len(maps), 3, figsize=(11, 3.2 * len(maps)), squeeze=False)
     for row, (arm, m) in zip(axes, maps, strict=True):
+        if not m.get("has_outer", True):  # no post-softmax term: one panel says it all
+            sns.heatmap(np.array(m["with_outer"]), ax=row[0], cmap="viridis", square=True)
+            row[0].set_title(f"{arm}: attention weights (no B_o)", fontsize=9)
+            row[1].axis("off")
+            row[2].axis("off")
+            continue
         with_o, without = np.array(m["with_outer"]), np.array(m["without_outer"])
         lo, hi = min(with_o.min(), without.min()), max(with_o.max(), without.max())
         for ax, data, title in (

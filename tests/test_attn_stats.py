@@ -46,7 +46,23 @@ def test_statistics_leave_the_model_on_the_fused_path_and_mode_unchanged():
     model = _model().train()
     attention_statistics(model, torch.randn(2, 3, 64, 64))
     assert model.training
-    assert all(not a.record_attn and a.last_attn is None for _, a in model.attention_modules())
+    assert all(not a.recording and a.record is None for _, a in model.attention_modules())
+
+
+def test_padding_queries_are_left_out():
+    """A 5x5 map in 4x4 windows is padded to 8x8: only the 25 real queries per image count."""
+    model = _model()
+    rows = attention_statistics(model, torch.randn(2, 3, 80, 80))  # maps 20, 10, 5 and 3 px
+    assert [r["queries"] for r in rows] == [2 * 20 * 20, 2 * 10 * 10, 2 * 5 * 5, 2 * 3 * 3]
+
+
+def test_summarise_ignores_padding_rows():
+    eye, uniform = torch.eye(4), torch.full((4, 4), 0.25)
+    weights = torch.stack([eye, uniform]).view(2, 1, 4, 4)  # window 0 real, window 1 padding
+    valid = torch.tensor([[True] * 4, [False] * 4])
+    s = summarise(weights, (2, 2), valid)
+    assert s["self_weight"] == 1 and s["entropy"] == pytest.approx(0, abs=1e-6)
+    assert s["queries"] == 4
 
 
 def test_attention_map_shape_and_outer_effect():

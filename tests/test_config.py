@@ -44,7 +44,7 @@ def test_grid_expands_to_cartesian_product_with_readable_ids():
     runs = load_experiment(text=BASE)
     assert [r.run_id for r in runs[:2]] == ["variant=swin-seed=0", "variant=swin-seed=1"]
     assert len(runs) == 6 and {r.model.variant for r in runs} == {"swin", "lsla"}
-    assert runs[0].train.epochs == 2 and runs[0].run_dir == Path("runs/t/variant=swin-seed=0")
+    assert runs[0].train.epochs == 2 and runs[0].run_dir.path == Path("runs/t/variant=swin-seed=0")
 
 
 def test_set_overrides_are_parsed_as_toml_literals():
@@ -67,8 +67,12 @@ def test_set_overrides_are_parsed_as_toml_literals():
             "[train] unknown key 'epochz' (did you mean 'epochs'?)",
         ),
         (BASE, ["train.epochs='ten'"], "train.epochs='ten': expected int"),
-        (BASE, ["data.name=imagenet"], "data.name='imagenet' is not valid; choices: digits"),
-        (BASE, ["train.recipe=huge"], "choices: small, paper"),
+        (
+            BASE,
+            ["data.name=imagenet"],
+            "data.name='imagenet' is not valid (did you mean 'mini_imagenet'?); choices: digits",
+        ),
+        (BASE, ["train.recipe=huge"], "choices: 'small', 'paper'"),
         (BASE, ["epochs=3"], "must be <section>.<key>"),
         (BASE, ["train.epochs=0"], "train.epochs=0 is out of range [1, inf]"),
         (BASE, ["train.reprob=1.5"], "train.reprob=1.5 is out of range [0.0, 1.0]"),

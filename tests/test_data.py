@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from harness.config import DataConfig, TrainConfig
-from harness.data import DataError, build_dataset, make_mixup
-from harness.data.embedded import split_indices
-from harness.data.ip102 import ip102
-from harness.data.mini_imagenet import mini_imagenet
+from harness.data import build_dataset
+from harness.datasets import DataError
+from harness.datasets.embedded import split_indices
+from harness.datasets.ip102 import ip102
+from harness.datasets.mini_imagenet import mini_imagenet
+from harness.transforms import make_mixup
 from tests.fakedata import make_ip102, make_mini_csv, make_mini_folders
 
 

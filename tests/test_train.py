@@ -47,7 +47,7 @@ def tiny(out: Path, *overrides: str, grid: str = ""):
 def test_run_writes_a_complete_record(tmp_path):
     cfg = tiny(tmp_path, "model.variant='lsla'")[0]
     record = execute(cfg)
-    assert record == read_json(cfg.run_dir / "result.json") | {}
+    assert record == read_json(cfg.run_dir.result) | {}
     assert record["status"] == "finished" and record["variant"] == "lsla"
     assert record["dataset_note"].startswith("embedded stand-in")
     assert 0 <= record["metrics"]["top1"] <= record["metrics"]["top5"] <= 100
@@ -63,7 +63,7 @@ def test_run_writes_a_complete_record(tmp_path):
     assert len(layers) == 3  # the 1x1 last stage is left out
     assert {"entropy", "self_weight", "mean_distance"} <= set(layers[0])
     assert record["attn_map"]["with_outer"] != record["attn_map"]["without_outer"]
-    lines = (cfg.run_dir / "metrics.jsonl").read_text().splitlines()
+    lines = (cfg.run_dir.metrics).read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
 
 
@@ -84,13 +84,13 @@ def test_interrupted_run_resumes_bitwise(tmp_path):
     parts = tiny(tmp_path / "parts", *args)[0]
     ref = execute(full)
     assert execute(parts, stop_after=1) is None  # "killed" after epoch 1
-    assert read_json(parts.run_dir / "config.json")["run_id"] == parts.run_id
+    assert read_json(parts.run_dir.config)["run_id"] == parts.run_id
     assert execute(parts, stop_after=1) is None  # and again after epoch 2
     resumed = execute(parts)
     assert _strip_times(resumed["history"]) == _strip_times(ref["history"])
     assert resumed["metrics"] == ref["metrics"]
-    a = torch.load(full.run_dir / "checkpoint.pt", weights_only=False)
-    b = torch.load(parts.run_dir / "checkpoint.pt", weights_only=False)
+    a = torch.load(full.run_dir.checkpoint, weights_only=False)
+    b = torch.load(parts.run_dir.checkpoint, weights_only=False)
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     for key in a["ema"]:
@@ -109,7 +109,7 @@ def test_nan_loss_marks_run_diverged(tmp_path):
     record = execute(cfg)
     assert record["status"] == "diverged"
     assert "loss is nan" in record["error"] or "loss is inf" in record["error"]
-    assert "metrics" not in record and (cfg.run_dir / "result.json").exists()
+    assert "metrics" not in record and (cfg.run_dir.result).exists()
 
 
 def test_cuda_oom_is_recorded_and_the_sweep_continues(tmp_path, monkeypatch):
@@ -118,18 +118,15 @@ def test_cuda_oom_is_recorded_and_the_sweep_continues(tmp_path, monkeypatch):
     )
     real = train_mod.train_epoch
 
-    def flaky(model, *args, **kwargs):
-        cfg = args[
-            8
-        ]  # train_epoch(model, loader, opt, scaler, ema, mixup, state, total, warmup, cfg
-        if cfg.model.variant == "swin":
+    def flaky(ctx, trainer, train_ds, state):
+        if ctx.cfg.model.variant == "swin":
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(model, *args, **kwargs)
+        return real(ctx, trainer, train_ds, state)
 
     monkeypatch.setattr(train_mod, "train_epoch", flaky)
     outcome = run_sweep(runs, log=lambda *_: None)
     assert outcome == {"oom": ["variant=swin"], "finished": ["variant=lsla"]}
-    assert read_json(runs[0].run_dir / "result.json")["error"].startswith("CUDA out of memory")
+    assert read_json(runs[0].run_dir.result)["error"].startswith("CUDA out of memory")
 
 
 @pytest.mark.slow
@@ -186,6 +183,6 @@ def test_end_to_end_on_synthetic_real_layouts(tmp_path, dataset):
     assert record["status"] == "finished" and record["dataset_note"] == ""
     assert record["data"]["num_classes"] == (102 if dataset == "ip102" else 100)
     if dataset == "mini_imagenet":
-        split = read_json(cfg.run_dir / "split.json")
+        split = read_json(cfg.run_dir.split)
         assert split["counts"] == {"train": 200, "test": 100}
         assert len(split["files"]["train"]) == 200 and split["sha256"]

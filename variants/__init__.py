@@ -9,27 +9,38 @@ Public API::
     y = attn(x)                                # x, y: [B, H, W, C]
 
 Adding a variant means adding one module here (or in a third-party package exposing it under the
-entry-point group ``lsla.variants``); see ``variants/_registry.py`` for the contract.
+entry-point group ``lsla.variants``); ``variants/_contract.py`` says what the class must be and
+what it may declare.
 """
 
+from variants._config import ConfigError, Pattern, Range
+from variants._contract import AttentionRecord, AttentionRecorder, Capabilities
 from variants._registry import (
     ENTRY_POINT_GROUP,
     VariantSpec,
+    capabilities_of,
     create,
     get,
     names,
     register,
+    resolve,
     unregister,
-    validate_choices,
 )
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "AttentionRecord",
+    "AttentionRecorder",
+    "Capabilities",
+    "ConfigError",
+    "Pattern",
+    "Range",
     "VariantSpec",
+    "capabilities_of",
     "create",
     "get",
     "names",
     "register",
+    "resolve",
     "unregister",
-    "validate_choices",
 ]

@@ -1,17 +1,15 @@
-"""The attention-variant registry: ``register``, ``names``, ``get``, ``create``.
+"""The attention-variant registry: ``register``, ``names``, ``get``, ``create``, ``resolve``.
 
-A variant is a class with a frozen-dataclass ``Config`` (its switch axes) and the constructor
-``(dim, num_heads, window_size, shift_size=0, cfg=Config())``; it maps ``[B, H, W, C]`` to
-``[B, H, W, C]`` and does its own window partition, shift and mask. Named presets are stacked
-``@register("name", **switches)`` lines on the class. Variants are found three ways, none of which
-needs an edit elsewhere: modules of the ``variants`` package (discovered, ``_``-prefixed helpers
-skipped), the entry-point group ``lsla.variants`` (third-party packages), or a direct ``register``.
+What a variant class must be and may declare is written in ``variants/_contract.py`` and checked
+here, when the class is registered. Named presets are stacked ``@register("name", **switches)``
+lines on the class. Variants are found three ways, none of which needs an edit elsewhere: modules
+of the ``variants`` package (discovered, ``_``-prefixed helpers skipped), the entry-point group
+``lsla.variants`` (third-party packages), or a direct ``register`` call.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 import importlib
 import importlib.metadata
@@ -21,6 +19,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from variants._config import ConfigError, build, suggest
+from variants._contract import AttentionRecorder, Capabilities
 
 ENTRY_POINT_GROUP = "lsla.variants"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -41,6 +42,10 @@ class VariantSpec:
     def switches(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.cls.capabilities
+
 
 _REGISTRY: dict[str, VariantSpec] = {}
 _loaded = False
@@ -53,16 +58,45 @@ def _source_of(cls: type) -> str:
 
 
 def _check_contract(cls: type) -> None:
+    """The checks of ``variants/_contract.py``; a class that fails them is never registered."""
+    name = cls.__qualname__
     config_cls = getattr(cls, "Config", None)
     if config_cls is None or not dataclasses.is_dataclass(config_cls):
-        raise TypeError(f"variant class {cls.__qualname__} needs a dataclass attribute 'Config'")
+        raise TypeError(f"variant class {name} needs a frozen dataclass attribute 'Config'")
+    if not config_cls.__dataclass_params__.frozen:
+        raise TypeError(f"variant class {name}: Config must be frozen (@dataclass(frozen=True))")
     params = inspect.signature(cls).parameters
     missing = [p for p in _CONTRACT if p not in params]
     if missing:
         raise TypeError(
-            f"variant class {cls.__qualname__} must accept {', '.join(_CONTRACT)}; "
+            f"variant class {name} must accept {', '.join(_CONTRACT)}; "
             f"missing: {', '.join(missing)}"
         )
+    caps = cls.__dict__.get("capabilities", None)
+    if caps is None:
+        cls.capabilities = Capabilities()
+    elif not isinstance(caps, Capabilities):
+        raise TypeError(f"variant class {name}: capabilities must be a variants.Capabilities")
+    caps = cls.capabilities
+    if caps.records_attention and not issubclass(cls, AttentionRecorder):
+        raise TypeError(
+            f"variant class {name} declares records_attention but does not mix in "
+            "variants.AttentionRecorder"
+        )
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    if caps.fused_switch is not None and caps.fused_switch not in fields:
+        raise TypeError(
+            f"variant class {name}: fused_switch {caps.fused_switch!r} is not a Config field"
+        )
+
+
+def capabilities_of(module: object) -> Capabilities | None:
+    """The capabilities a registered variant class declared; None for any other module."""
+    _discover()
+    cls = type(module)
+    if any(spec.cls is cls for spec in _REGISTRY.values()):
+        return cls.capabilities
+    return None
 
 
 def register(name: str, **switches: Any) -> Callable[[type], type]:
@@ -94,19 +128,20 @@ def unregister(name: str) -> None:
 
 
 def make_config(cls: type, switches: Mapping[str, Any], base: Any = None, context: str = "") -> Any:
-    """Build ``cls.Config`` from ``switches`` on top of ``base``, naming any unknown switch."""
-    config_cls = cls.Config
-    valid = [f.name for f in dataclasses.fields(config_cls)]
-    unknown = [k for k in switches if k not in valid]
-    if unknown:
-        hint = difflib.get_close_matches(unknown[0], valid, n=1)
-        did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ValueError(
-            f"{context + ': ' if context else ''}unknown switch {unknown[0]!r}{did_you_mean}; "
-            f"valid switches: {', '.join(valid)}"
-        )
-    base = base if base is not None else config_cls()
-    return dataclasses.replace(base, **switches)
+    """``cls.Config`` from ``switches`` on top of ``base``; unknown or bad switches are named."""
+    where = f"{context}: " if context else ""
+    return build(cls.Config, switches, where=where, base=base, what="switch")
+
+
+def resolve(name: str, switches: Mapping[str, Any] | None = None, where: str = "") -> Any:
+    """The ``Config`` that ``create(name, **switches)`` would use; every error is a ConfigError."""
+    try:
+        spec = get(name)
+    except KeyError as exc:
+        raise ConfigError(f"{where}{exc.args[0]}") from None
+    return make_config(
+        spec.cls, switches or {}, base=spec.config, context=f"{where}variant {name!r}"
+    )
 
 
 def _discover() -> None:
@@ -140,10 +175,9 @@ def get(name: str) -> VariantSpec:
     """The spec of ``name``; unknown names raise ``KeyError`` with close matches and all names."""
     _discover()
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
-        hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
         raise KeyError(
-            f"unknown attention variant {name!r}; {hint}registered: {', '.join(sorted(_REGISTRY))}"
+            f"unknown attention variant {name!r}{suggest(name, _REGISTRY)}; registered: "
+            f"{', '.join(sorted(_REGISTRY))} (see python -m harness list)"
         )
     return _REGISTRY[name]
 
@@ -168,24 +202,3 @@ def create(
     return spec.cls(
         dim=dim, num_heads=num_heads, window_size=window_size, shift_size=shift_size, cfg=cfg
     )
-
-
-def validate_choices(config: Any) -> None:
-    """Check every ``Literal``/``bool`` field of a config dataclass; name the bad value and choices.
-
-    Call it from a variant's ``Config.__post_init__`` so that bad switches fail when set.
-    """
-    import typing
-
-    hints = typing.get_type_hints(type(config))
-    for f in dataclasses.fields(config):
-        value, hint = getattr(config, f.name), hints.get(f.name)
-        if typing.get_origin(hint) is typing.Literal:
-            choices = typing.get_args(hint)
-            if value not in choices:
-                raise ValueError(
-                    f"switch {f.name}={value!r} is not valid; choices: "
-                    f"{', '.join(repr(c) for c in choices)}"
-                )
-        elif hint is bool and not isinstance(value, bool):
-            raise ValueError(f"switch {f.name}={value!r} is not valid; choices: True, False")

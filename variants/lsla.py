@@ -2,8 +2,8 @@
 
     LSLA(X) = [ softmax( (Q X^T) * S + B_i ) + B_o ] X W_O,     Q = X W_Q
 
-The paper's code and equations are not public; the reconstruction (see ``../shared/DESIGN.md``)
-and every choice made where it is silent are listed here, each one a switch:
+The paper's code and equations are not public; the reconstruction (``docs/method.md``) and every
+choice made where it is silent are listed here, each one a switch:
 
 * ``form``: ``qkv`` is standard MSA. ``qxv`` replaces K by X (``W_Q`` absorbs ``W_Q W_K^T``; exact
   for one head). ``qxx`` replaces K and V by X and drops ``W_V``: Q is projected C->C and split
@@ -21,7 +21,10 @@ and every choice made where it is silent are listed here, each one a switch:
 * ``window``: ``global`` attends over all H*W tokens (relative offsets clipped to +-(M-1) so the
   tables keep their size); ``window`` partitions into MxM windows and never shifts; ``shifted``
   partitions and applies the cyclic shift ``shift_size`` given by the backbone (alternating 0, M/2).
-  Windows are clamped to the feature map and padded exactly as timm's Swin does.
+  Windows are clamped to the feature map and padded exactly as timm's Swin does. Like timm, the
+  padding comes after the shift and is not masked: in a map that is not a multiple of M, a border
+  token can see the zero padding and, through the roll, tokens wrapped in from the opposite border.
+  It is kept for timm parity (timm's weights give timm's logits).
 
 Shapes: input and output ``[B, H, W, C]``; inside, windows are ``[B*nW, N=M*M, C]``.
 """
@@ -30,13 +33,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from variants._registry import register, validate_choices
+from variants._config import Range, validate
+from variants._contract import AttentionRecord, AttentionRecorder, Capabilities
+from variants._lsla_reference import reference_forward
+from variants._registry import register
 from variants._window import (
     RelPosTable,
     relative_position_index,
@@ -59,14 +65,20 @@ class LSLAConfig:
     window: Literal["global", "window", "shifted"] = "shifted"
     qkv_bias: bool = True
     fused: bool = True  # use SDPA when the maths allows it (no outer bias, fixed scale)
-    attn_drop: float = 0.0
-    proj_drop: float = 0.0
+    attn_drop: Annotated[float, Range(0.0, 0.99)] = 0.0
+    proj_drop: Annotated[float, Range(0.0, 0.99)] = 0.0
 
     def __post_init__(self) -> None:
-        validate_choices(self)
-        for name in ("attn_drop", "proj_drop"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"switch {name}={getattr(self, name)!r} must be in [0, 1)")
+        validate(self, "LSLA switch ")
+
+
+def _shifts(cfg: LSLAConfig) -> bool:
+    return cfg.window == "shifted"
+
+
+def _respects_mask(cfg: LSLAConfig) -> bool:
+    """An added B_o crosses the mask unless masked; ``P * (1 + B_o)`` is 0 wherever P is."""
+    return not (cfg.outer_bias and cfg.outer_op == "add" and not cfg.mask_outer_bias)
 
 
 @register("swin", window="shifted")
@@ -90,10 +102,17 @@ class LSLAConfig:
 @register("swin_outer", outer_bias=True)
 @register("swin_window", window="window")
 @register("swin_global", window="global")
-class LSLAAttention(nn.Module):
+class LSLAAttention(AttentionRecorder, nn.Module):
     """Window attention with LSLA's switchable form, scale and inner/outer position biases."""
 
     Config = LSLAConfig
+    capabilities = Capabilities(
+        records_attention=True,
+        shifts=_shifts,
+        respects_mask=_respects_mask,
+        reference=reference_forward,
+        fused_switch="fused",
+    )
 
     def __init__(
         self,
@@ -122,20 +141,11 @@ class LSLAAttention(nn.Module):
         self.attn_drop = nn.Dropout(cfg.attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(cfg.proj_drop)
-        self.record_attn = False  # set by harness.attn_stats to keep the last weights
-        self.last_attn: Tensor | None = None  # [B*nW, h, N, N] final weights (after B_o)
-        self.last_softmax: Tensor | None = None  # the same before B_o
-        self.last_grid: tuple[int, int] | None = None  # window (or global map) shape
         self._geometry: dict[tuple, Tensor] = {}
 
     @property
     def proj_name(self) -> str:
         return {"qkv": "qkv", "qxv": "qv", "qxx": "q"}[self.cfg.form]
-
-    @property
-    def respects_mask(self) -> bool:
-        """False when B_o is added across the shift mask (tokens of other regions leak in)."""
-        return not (self.cfg.outer_bias and not self.cfg.mask_outer_bias)
 
     # ---------------------------------------------------------------- geometry
     def window_and_shift(self, H: int, W: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -146,15 +156,21 @@ class LSLAAttention(nn.Module):
         return window, shift
 
     def _cached(self, key: tuple, make) -> Tensor:
+        """Geometry tensors, built once per shape and device.
+
+        Built outside inference mode: a tensor made under ``torch.inference_mode`` cannot be
+        saved for backward, and the first forward (a FLOP count, say) may well run there.
+        """
         if key not in self._geometry:
-            self._geometry[key] = make()
+            with torch.inference_mode(False), torch.no_grad():
+                self._geometry[key] = make()
         return self._geometry[key]
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
         B, H, W, C = x.shape
         if self.cfg.window == "global":
-            return self._attend(x.reshape(B, H * W, C), (H, W), None).view(B, H, W, C)
+            return self._attend(x.reshape(B, H * W, C), (H, W), None, None).view(B, H, W, C)
 
         window, shift = self.window_and_shift(H, W)
         if any(shift):  # cyclic shift so that windows straddle the previous layer's borders
@@ -168,12 +184,23 @@ class LSLAAttention(nn.Module):
         if any(shift):
             key = ("mask", Hp, Wp, window, shift, x.device)
             mask = self._cached(key, lambda: shift_region_mask((Hp, Wp), window, shift, x.device))
-        out = self._attend(windows, window, mask)
+        valid = (
+            self._valid_queries(B, (H, W), (Hp, Wp), window, x.device) if self.recording else None
+        )
+        out = self._attend(windows, window, mask, valid)
 
         out = window_reverse(out.reshape(-1, *window, C), window, Hp, Wp)[:, :H, :W, :]
         if any(shift):
             out = torch.roll(out, shifts=shift, dims=(1, 2))
         return out.contiguous()
+
+    @staticmethod
+    def _valid_queries(B: int, size, padded, window, device) -> Tensor:
+        """``[B*nW, N]``: False for the padding tokens, which attention statistics leave out."""
+        valid = torch.zeros(1, *padded, 1, dtype=torch.bool, device=device)
+        valid[:, : size[0], : size[1]] = True
+        per_window = window_partition(valid, window).flatten(1)  # [nW, N]
+        return per_window.repeat(B, 1)
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys, values as ``[B_, h, N, d]``; keys/values may be X's channel slices."""
@@ -190,40 +217,42 @@ class LSLAAttention(nn.Module):
             q, k, v = proj.view(B_, N, h, d).transpose(1, 2), x_heads, x_heads
         return q, k, v
 
-    def _attend(self, x: Tensor, grid: tuple[int, int], mask: Tensor | None) -> Tensor:
+    def _attend(
+        self, x: Tensor, grid: tuple[int, int], mask: Tensor | None, valid: Tensor | None
+    ) -> Tensor:
         B_, N, C = x.shape
-        h = self.num_heads
         index = self._cached(
             ("index", grid, x.device),
             lambda: relative_position_index(grid, self.window_size, x.device),
         )
         q, k, v = self._project(x)
+        bias = self._additive_bias(index, mask, B_)  # fp32 [B_ or 1, h, N, N]
 
-        # additive part of the logits: inner bias and the shift mask (as -inf)
-        bias = self.inner_bias(index).unsqueeze(0) if self.inner_bias is not None else None
-        if mask is not None:
-            neg = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(
-                ~mask, -math.inf
-            )
-            neg = neg.unsqueeze(1)  # [nW, 1, N, N]
-            bias = neg if bias is None else bias.to(q.dtype) + neg
-            bias = bias.unsqueeze(0).expand(B_ // mask.shape[0], -1, h, -1, -1).reshape(B_, h, N, N)
-
-        if (
-            self.cfg.fused
-            and self.cfg.scale == "fixed"
-            and self.outer_bias is None
-            and not self.record_attn
-        ):
-            if bias is not None:
-                bias = bias.to(q.dtype)
+        fused_ok = self.cfg.scale == "fixed" and self.outer_bias is None
+        if self.cfg.fused and fused_ok and not self.recording:
+            bias = bias.to(q.dtype) if bias is not None else None  # SDPA wants q's dtype
             p = self.attn_drop.p if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
         else:
-            out = self._explicit(q, k, v, bias, index, mask)
-            if self.record_attn:
-                self.last_grid = grid
+            out = self._explicit(q, k, v, bias, index, mask, grid, valid)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B_, N, C)))
+
+    def _additive_bias(self, index: Tensor, mask: Tensor | None, B_: int) -> Tensor | None:
+        """Inner bias plus the shift mask as -inf, kept in fp32 in every block.
+
+        (Under bf16 autocast, rounding it to the logits' dtype in shifted blocks only would make
+        W and SW blocks compute differently.)
+        """
+        bias = self.inner_bias(index).unsqueeze(0) if self.inner_bias is not None else None
+        if mask is None:
+            return bias
+        neg = self._cached(
+            ("neg", tuple(mask.shape), mask.device),
+            lambda: torch.zeros(mask.shape, device=mask.device).masked_fill(~mask, -math.inf),
+        ).unsqueeze(1)  # [nW, 1, N, N]
+        bias = neg if bias is None else bias.float() + neg
+        nW, h, N = mask.shape[0], self.num_heads, mask.shape[-1]
+        return bias.unsqueeze(0).expand(B_ // nW, -1, h, -1, -1).reshape(B_, h, N, N)
 
     def _explicit(
         self,
@@ -233,6 +262,8 @@ class LSLAAttention(nn.Module):
         bias: Tensor | None,
         index: Tensor,
         mask: Tensor | None,
+        grid: tuple[int, int],
+        valid: Tensor | None,
     ) -> Tensor:
         """The un-fused path: needed for S, B_o and for recording the weights."""
         if self.dyn_scale is None:
@@ -243,18 +274,18 @@ class LSLAAttention(nn.Module):
             logits = qk * s if self.cfg.scale_op == "mul" else qk / s
         if bias is not None:
             logits = logits + bias
-        attn = logits.softmax(dim=-1)
-        if self.record_attn:
-            self.last_softmax = attn.detach()
+        attn = softmax = logits.softmax(dim=-1)
 
         if self.outer_bias is not None:
+            # rows no longer sum to 1 after this; the paper does not renormalise
             bo = self.outer_bias(index).unsqueeze(0).to(attn.dtype)  # [1, h, N, N]
             if mask is not None and self.cfg.mask_outer_bias:
                 bo = bo.unsqueeze(0) * mask[None, :, None]  # [1, nW, h, N, N]
                 bo = bo.expand(attn.shape[0] // mask.shape[0], -1, -1, -1, -1).reshape(attn.shape)
             attn = attn + bo if self.cfg.outer_op == "add" else attn * (1.0 + bo)
-        if self.record_attn:
-            self.last_attn = attn.detach()
+        if self.recording:
+            pre = softmax.detach() if self.outer_bias is not None else None
+            self.keep_record(AttentionRecord(attn.detach(), pre, grid, valid))
         return self.attn_drop(attn) @ v
 
     def extra_repr(self) -> str:

@@ -11,8 +11,10 @@ Layout::
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from harness.data.base import DataError, ImageList, require_dir, require_file
+from harness.datasets._images import DataError, ImageList, require_dir, require_file
+from harness.datasets._registry import NoOptions, register
 
 NUM_CLASSES = 102
 SPLITS = ("train", "val", "test")
@@ -63,6 +65,11 @@ def read_split(root, split: str, num_classes: int = NUM_CLASSES) -> list[tuple[s
     if not samples:
         raise DataError(f"{split_file}: no samples")
     return samples
+
+
+@register("ip102")
+def load(split: str, transform: Callable | None, data: Any, options: NoOptions) -> ImageList:
+    return ip102(data.root, split, transform, data.corrupt)
 
 
 def ip102(

@@ -18,9 +18,13 @@ import csv
 import hashlib
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
 
-from harness.data.base import DataError, ImageList, require_dir
+from harness.datasets._images import DataError, ImageList, require_dir
+from harness.datasets._registry import register
+from variants._config import Range
 
 NUM_CLASSES = 100
 SPLITS = ("train", "val", "test")  # val is the test split (the benchmark has no separate val)
@@ -111,6 +115,27 @@ def split_manifest(splits: dict[str, list[tuple[str, int]]]) -> dict[str, object
         for path, label in splits[name]:
             digest.update(f"{name}:{Path(path).name}:{label}\n".encode())
     return {"counts": {k: len(v) for k, v in splits.items()}, "sha256": digest.hexdigest()}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Mini-ImageNet's own [data] keys: how many images per class each split gets."""
+
+    train_per_class: Annotated[int, Range(1)] = 500
+    test_per_class: Annotated[int, Range(1)] = 100
+
+
+@register("mini_imagenet", options=Options)
+def load(split: str, transform: Callable | None, data: Any, options: Options) -> ImageList:
+    return mini_imagenet(
+        data.root,
+        split,
+        transform,
+        data.corrupt,
+        options.train_per_class,
+        options.test_per_class,
+        data.split_seed,
+    )
 
 
 def mini_imagenet(

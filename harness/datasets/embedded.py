@@ -11,10 +11,12 @@ uses them says so (``STANDIN_NOTE``). Splits are stratified and seeded: 70% trai
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from harness.data.base import ArrayImages
+from harness.datasets._images import ArrayImages
+from harness.datasets._registry import NoOptions, register
 
 STANDIN_NOTE = "embedded stand-in dataset (not IP102 / Mini-ImageNet)"
 SPLITS = ("train", "val", "test")
@@ -58,6 +60,16 @@ def split_indices(labels: np.ndarray, split: str, seed: int) -> np.ndarray:
         }[split]
         chosen.append(idx[bounds[0] : bounds[1]])
     return np.sort(np.concatenate(chosen))
+
+
+@register("digits", needs_root=False, note=STANDIN_NOTE)
+def digits(split: str, transform: Callable | None, data: Any, options: NoOptions) -> ArrayImages:
+    return embedded("digits", split, transform, data.split_seed)
+
+
+@register("mnist5k", needs_root=False, note=STANDIN_NOTE)
+def mnist5k(split: str, transform: Callable | None, data: Any, options: NoOptions) -> ArrayImages:
+    return embedded("mnist5k", split, transform, data.split_seed)
 
 
 def embedded(

@@ -1,0 +1,75 @@
+"""Where every file of an experiment lives: the one place that knows the names (no torch import).
+
+::
+
+    <out_dir>/<experiment>/
+        experiment.json          the expanded experiment (what the sweep runs)
+        results.csv / .parquet   one row per run record (flattened)
+        bench/*.json             pytest-benchmark output, read by the report
+        <run_id>/config.json     fully resolved run config
+        <run_id>/checkpoint.pt   latest epoch (model, optimizer, scaler, EMA, RNG)
+        <run_id>/metrics.jsonl   one line per epoch
+        <run_id>/split.json      the exact data split, when the dataset re-splits
+        <run_id>/result.json     the final record; its presence marks the run as done
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one run."""
+
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def split(self) -> Path:
+        return self.path / "split.json"
+
+    @property
+    def result(self) -> Path:
+        return self.path / "result.json"
+
+    def restart_files(self) -> tuple[Path, ...]:
+        """What ``--force`` deletes so that the run starts from scratch."""
+        return (self.result, self.checkpoint, self.metrics)
+
+
+@dataclass(frozen=True)
+class ExperimentDir:
+    """The files of one experiment (a folder of runs)."""
+
+    path: Path
+
+    def run(self, run_id: str) -> RunDir:
+        return RunDir(self.path / run_id)
+
+    @property
+    def plan(self) -> Path:
+        return self.path / "experiment.json"
+
+    @property
+    def table_csv(self) -> Path:
+        return self.path / "results.csv"
+
+    @property
+    def table_parquet(self) -> Path:
+        return self.path / "results.parquet"
+
+
+RESULT_FILE = RunDir(Path()).result.name

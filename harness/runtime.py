@@ -1,0 +1,133 @@
+"""Where a run executes: device, precision, the DDP process group, seeds and RNG state.
+
+``distributed(device)`` is the one place that joins the process group (when launched by
+``torchrun``, i.e. ``WORLD_SIZE > 1``) and the one place that leaves it, so a sweep of many runs
+shares one group and an error or Ctrl-C still tears it down.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from harness.config import RunConfig
+from harness.layout import RunDir
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything a step of a run needs besides the model and data: passed as one object."""
+
+    cfg: RunConfig
+    device: torch.device
+    precision: str
+    ddp: Dist
+
+    @property
+    def files(self) -> RunDir:
+        return self.cfg.run_dir
+
+    def log(self, message: str) -> None:
+        """Print on rank 0 only."""
+        if self.ddp.main:
+            print(message, flush=True)
+
+
+@contextmanager
+def distributed(device_pref: str = "auto") -> Iterator[Dist]:
+    """Join the process group for the body when launched by ``torchrun``; leave it after."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        yield Dist()
+        return
+    joined_here = not dist.is_initialized()
+    if joined_here:
+        use_cuda = device_pref != "cpu" and torch.cuda.is_available()
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    try:
+        yield Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    finally:
+        if joined_here and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def resolve_device(pref: str, ddp: Dist) -> torch.device:
+    """``auto`` is CUDA when present; under DDP each rank takes its local GPU."""
+    if pref == "auto":
+        pref = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(pref)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"train.device={pref!r} but CUDA is not available; use 'cpu' or 'auto'"
+            )
+        if ddp.enabled:
+            device = torch.device("cuda", ddp.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def resolve_precision(amp: str, device: torch.device) -> str:
+    if amp == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return amp
+
+
+def make_deterministic(enabled: bool) -> None:
+    if enabled:
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
