@@ -123,7 +123,14 @@ class Stage(nn.Module):
         shift = cfg.window_size // 2
         self.blocks = nn.Sequential(
             *[
-                Block(dim, num_heads, cfg.window_size, 0 if i % 2 == 0 else shift, cfg, dpr[i])
+                Block(
+                    dim,
+                    num_heads,
+                    cfg.window_size,
+                    shift_size=0 if i % 2 == 0 else shift,
+                    cfg=cfg,
+                    drop_path=dpr[i],
+                )
                 for i in range(depth)
             ]
         )
@@ -156,7 +163,10 @@ class Backbone(nn.Module):
         stages, start = [], 0
         for i, (depth, dim, heads) in enumerate(zip(cfg.depths, cfg.dims, cfg.heads, strict=True)):
             in_dim = cfg.dims[i - 1] if i else dim
-            stages.append(Stage(in_dim, dim, depth, heads, cfg, dpr[start : start + depth], i > 0))
+            stage = Stage(
+                in_dim, dim, depth, heads, cfg=cfg, dpr=dpr[start : start + depth], downsample=i > 0
+            )
+            stages.append(stage)
             start += depth
         self.layers = nn.Sequential(*stages)
         self.norm = nn.LayerNorm(self.num_features)

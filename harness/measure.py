@@ -128,23 +128,54 @@ def measure_throughput(
     device = next(model.parameters()).device
     x = torch.randn(batch_size, in_chans, img_size, img_size, device=device)
     if channels_last:
-        model, x = (
-            model.to(memory_format=torch.channels_last),
-            x.to(memory_format=torch.channels_last),
-        )
-    fn = torch.compile(model) if compiled else model
-
-    def step() -> None:
-        if mode == "inference":
-            with torch.inference_mode(), autocast(device, precision):
-                fn(x)
-        else:
-            with autocast(device, precision):
-                loss = fn(x).float().logsumexp(-1).mean()
-            loss.backward()
-            model.zero_grad(set_to_none=True)
-
+        model = model.to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
+    step = _step(model, torch.compile(model) if compiled else model, x, mode, precision)
     model.train(mode == "train")
+    times = _time_steps(step, device, steps, warmup)
+    median = statistics.median(times)
+    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (median,) * 3
+    alloc = reserved = None
+    if device.type == "cuda":
+        alloc = torch.cuda.max_memory_allocated(device) / 2**20
+        reserved = torch.cuda.max_memory_reserved(device) / 2**20
+    return Throughput(
+        images_per_s=batch_size / median,
+        images_per_s_mean=batch_size * steps / sum(times),
+        step_ms_median=1e3 * median,
+        step_ms_iqr=1e3 * (q3 - q1),
+        batch_size=batch_size,
+        steps=steps,
+        warmup=warmup,
+        mode=mode,
+        precision=precision,
+        channels_last=channels_last,
+        compiled=compiled,
+        device=str(device),
+        peak_mem_allocated_mb=alloc,
+        peak_mem_reserved_mb=reserved,
+    )
+
+
+def _step(model: nn.Module, fn, x: torch.Tensor, mode: str, precision: str):
+    """One inference forward, or one forward + backward (gradients dropped after)."""
+    device = x.device
+
+    def inference() -> None:
+        with torch.inference_mode(), autocast(device, precision):
+            fn(x)
+
+    def train() -> None:
+        with autocast(device, precision):
+            loss = fn(x).float().logsumexp(-1).mean()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return inference if mode == "inference" else train
+
+
+def _time_steps(step, device: torch.device, steps: int, warmup: int) -> list[float]:
+    """Seconds per timed step, each ended by a device sync; peak memory reset after warm-up."""
     for _ in range(warmup):
         step()
     sync(device)
@@ -156,28 +187,7 @@ def measure_throughput(
         step()
         sync(device)
         times.append(time.perf_counter() - start)
-    median = statistics.median(times)
-    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (median,) * 3
-    alloc = reserved = None
-    if device.type == "cuda":
-        alloc = torch.cuda.max_memory_allocated(device) / 2**20
-        reserved = torch.cuda.max_memory_reserved(device) / 2**20
-    return Throughput(
-        batch_size / median,
-        batch_size * steps / sum(times),
-        1e3 * median,
-        1e3 * (q3 - q1),
-        batch_size,
-        steps,
-        warmup,
-        mode,
-        precision,
-        channels_last,
-        compiled,
-        str(device),
-        alloc,
-        reserved,
-    )
+    return times
 
 
 def nvml_memory_used_mb(device: torch.device | str | None = None) -> float | None:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, RandomSampler, Subset
 from harness.config import TrainConfig
 from harness.measure import autocast
 from harness.results import write_jsonl
-from harness.runtime import Dist, RunContext, rng_state, set_rng_state
+from harness.runtime import RunContext, rng_state, set_rng_state
 from harness.transforms import make_mixup
 
 
@@ -103,10 +103,12 @@ def load_checkpoint(path: Path, trainer: Trainer) -> TrainState:
     return TrainState(**payload["state"])
 
 
-def make_loader(ds, batch_size: int, workers: int, seed: int, epoch: int, ddp: Dist) -> DataLoader:
+def make_loader(ctx: RunContext, ds, epoch: int, workers: int | None = None) -> DataLoader:
     """Shuffled training batches whose order depends only on (seed, epoch): resuming at epoch k
     replays epoch k exactly. The last incomplete batch is dropped."""
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    data, ddp = ctx.cfg.data, ctx.ddp
+    workers = data.num_workers if workers is None else workers
+    g = torch.Generator().manual_seed(ctx.cfg.train.seed * 100_003 + epoch)
     if ddp.enabled:  # every rank takes its own strided shard of one shared permutation
         order = torch.randperm(len(ds), generator=g)
         ds = Subset(ds, order[ddp.rank :: ddp.world].tolist())
@@ -114,7 +116,12 @@ def make_loader(ds, batch_size: int, workers: int, seed: int, epoch: int, ddp: D
     else:
         sampler = RandomSampler(ds, generator=g)
     return DataLoader(
-        ds, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True, generator=g
+        ds,
+        batch_size=data.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=True,
+        generator=g,
     )
 
 
@@ -175,10 +182,9 @@ def _loss(ctx: RunContext, trainer: Trainer, x, y) -> torch.Tensor:
 
 def train_epoch(ctx: RunContext, trainer: Trainer, train_ds, state: TrainState) -> dict[str, float]:
     """One pass over the training set; updates ``state.step`` and the model."""
-    t, data = ctx.cfg.train, ctx.cfg.data
+    t = ctx.cfg.train
     trainer.net.train()
-    loader = make_loader(train_ds, data.batch_size, data.num_workers, t.seed, state.epoch, ctx.ddp)
-    loader = _progress(ctx, loader, state)
+    loader = _progress(ctx, make_loader(ctx, train_ds, state.epoch), state)
     optimizer, scaler = trainer.optimizer, trainer.scaler
     loss_sum, n = 0.0, 0
     for x, y in loader:
@@ -210,7 +216,7 @@ def build_trainer(ctx: RunContext, model: nn.Module, train_ds) -> Trainer:
     t, data = ctx.cfg.train, ctx.cfg.data
     if (t.mixup > 0 or t.cutmix > 0) and data.batch_size % 2:
         raise ValueError(f"data.batch_size={data.batch_size} must be even with mixup/cutmix")
-    steps = len(make_loader(train_ds, data.batch_size, 0, t.seed, 0, ctx.ddp))
+    steps = len(make_loader(ctx, train_ds, epoch=0, workers=0))
     if steps == 0:
         raise ValueError(
             f"data.batch_size={data.batch_size} is larger than the training set "

@@ -16,6 +16,7 @@ import pandas as pd
 
 from reports import plots, tables
 from reports.load import bench_frame, find_bench_files, list_frame, load_records, runs_frame
+from reports.metrics import METRICS
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1400px;
@@ -65,33 +66,33 @@ def figure(png: str | None, alt: str) -> str:
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{png}'>"
 
 
+def _metric_columns(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The table's display columns, one (plus its delta) per declared metric."""
+    t = table.copy()
+    cols = {"arm": "arm", "model": "model", "variant": "variant", "seeds": "seeds"}
+    for m in METRICS:
+        shown = f"{m.column}_shown"
+        values = t[m.column] * m.scale
+        if m.ci:
+            cis = t[f"{m.column}_ci"] * m.scale
+            t[shown] = [
+                f"{v:.2f} ± {c:.2f}" if pd.notna(c) else (f"{v:.2f}" if pd.notna(v) else "—")
+                for v, c in zip(values, cis, strict=True)
+            ]
+            cols[shown] = f"{m.label} (mean ± 95% CI)"
+        else:
+            t[shown] = values
+            cols[shown] = m.label
+        if m.delta:
+            cols[m.delta_column] = m.delta_label
+    cols["other_status"] = "other"
+    return t, cols
+
+
 def ablation_section(table: pd.DataFrame) -> str:
     if table.empty:
         return "<p class='muted'>no finished runs</p>"
-    t = table.copy()
-    t["top1_str"] = [
-        f"{m:.2f} ± {c:.2f}" if pd.notna(c) else (f"{m:.2f}" if pd.notna(m) else "—")
-        for m, c in zip(t["top1"], t["top1_ci"], strict=True)
-    ]
-    t["params_M"] = t["params"] / 1e6
-    cols = {
-        "arm": "arm",
-        "model": "model",
-        "variant": "variant",
-        "seeds": "seeds",
-        "top1_str": "top-1 % (mean ± 95% CI)",
-        "d_top1": "Δ top-1",
-        "top5": "top-5 %",
-        "params_M": "params (M)",
-        "d_params_pct": "Δ params %",
-        "gmacs": "GMACs",
-        "d_gmacs_pct": "Δ GMACs %",
-        "infer_ips": "infer img/s",
-        "speedup": "× baseline",
-        "train_ips": "train img/s",
-        "peak_mem_mb": "peak GPU MB",
-        "other_status": "other",
-    }
+    t, cols = _metric_columns(table)
     parts = []
     for ds, group in t.groupby("dataset", sort=False):
         note = ""
@@ -214,6 +215,24 @@ def runs_section(records: list[dict]) -> str:
     return "".join(items)
 
 
+def _header(records: list[dict], results_dir: str | Path) -> str:
+    exps = sorted({r.get("experiment", "") for r in records}) or ["(none)"]
+    commits = sorted({str((r.get("env") or {}).get("git_commit")) for r in records})
+    return (
+        f"<h1>ViT-LSLA ablation report: {html.escape(', '.join(exps))}</h1>"
+        f"<p class='muted'>{len(records)} runs from {html.escape(str(results_dir))}; generated "
+        f"{dt.datetime.now():%Y-%m-%d %H:%M}; commits {html.escape(', '.join(commits))}</p>"
+    )
+
+
+def scatter_section(table: pd.DataFrame) -> str:
+    if table.empty:
+        return ""
+    throughput = plots.scatter(table, "infer_ips", "inference images/s", "accuracy vs throughput")
+    params = plots.scatter(table, "params", "parameters", "accuracy vs parameters")
+    return figure(throughput, "accuracy vs throughput") + figure(params, "accuracy vs params")
+
+
 def build(results_dir: str | Path, bench_paths: list[str] | None = None) -> str:
     records = load_records(results_dir)
     runs = runs_frame(records)
@@ -221,30 +240,15 @@ def build(results_dir: str | Path, bench_paths: list[str] | None = None) -> str:
     bench = bench_frame(find_bench_files(results_dir, bench_paths))
     attn = list_frame(records, "attn_stats")
     paper = tables.paper_comparison(runs)
-    exps = sorted({r.get("experiment", "") for r in records}) or ["(none)"]
-    commits = sorted({str((r.get("env") or {}).get("git_commit")) for r in records})
     sections = [
-        f"<h1>ViT-LSLA ablation report: {html.escape(', '.join(exps))}</h1>",
-        f"<p class='muted'>{len(records)} runs from {html.escape(str(results_dir))}; generated "
-        f"{dt.datetime.now():%Y-%m-%d %H:%M}; commits {html.escape(', '.join(commits))}</p>",
+        _header(records, results_dir),
         "<h2>Ablation table</h2>",
         ablation_section(table),
         "<h2>Paper's numbers beside ours</h2>",
         html_table(paper, {c: c for c in paper.columns}),
         "<p class='muted'>Ours only on the real datasets; stand-in runs are not comparable.</p>",
         "<h2>Accuracy vs throughput and parameters</h2>",
-        figure(
-            plots.scatter(table, "infer_ips", "inference images/s", "accuracy vs throughput"),
-            "accuracy vs throughput",
-        )
-        if not table.empty
-        else "",
-        figure(
-            plots.scatter(table, "params", "parameters", "accuracy vs parameters"),
-            "accuracy vs params",
-        )
-        if not table.empty
-        else "",
+        scatter_section(table),
         "<h2>Training curves</h2>",
         figure(plots.curves(list_frame(records, "history")), "curves"),
         "<h2>Attention statistics</h2>",

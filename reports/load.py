@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from harness.results import arm_of, iter_records
+from reports.metrics import METRICS
 
 
 def load_records(root: str | Path) -> list[dict[str, Any]]:
@@ -25,9 +26,6 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per run with the columns the tables and plots need."""
     rows = []
     for r in records:
-        tp = r.get("throughput") or {}
-        mem = r.get("memory") or {}
-        metrics = r.get("metrics") or {}
         rows.append(
             {
                 "experiment": r.get("experiment"),
@@ -39,14 +37,7 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "variant": r.get("variant"),
                 "seed": r.get("seed"),
                 "status": r.get("status"),
-                "top1": metrics.get("top1"),
-                "top5": metrics.get("top5"),
-                "params": r.get("params"),
-                "gmacs": r.get("gmacs"),
-                "infer_ips": (tp.get("inference") or {}).get("images_per_s"),
-                "train_ips": (tp.get("train") or {}).get("images_per_s"),
-                "peak_mem_mb": mem.get("peak_allocated_mb"),
-                "nvml_mb": mem.get("nvml_used_mb"),
+                **{m.column: m.read(r) for m in METRICS},
                 "form": (r.get("switches") or {}).get("form"),
                 "inner_bias": (r.get("switches") or {}).get("inner_bias"),
                 "outer_bias": (r.get("switches") or {}).get("outer_bias"),

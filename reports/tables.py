@@ -6,6 +6,8 @@ import math
 
 import pandas as pd
 
+from reports.metrics import METRICS
+
 # Student-t 0.975 quantiles for df = 1..30 (beyond: normal 1.96); avoids a scipy dependency.
 _T975 = [
     12.706,
@@ -107,17 +109,13 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
     firsts = runs.groupby(keys, sort=False)[
         ["model", "variant", "form", "inner_bias", "outer_bias", "standin", "declared_baseline"]
     ].first()
-    agg = done.groupby(keys, sort=False).agg(
-        seeds=("seed", "nunique"),
-        top1=("top1", "mean"),
-        top1_ci=("top1", ci95),
-        top5=("top5", "mean"),
-        params=("params", "first"),
-        gmacs=("gmacs", "first"),
-        infer_ips=("infer_ips", "mean"),
-        train_ips=("train_ips", "mean"),
-        peak_mem_mb=("peak_mem_mb", "mean"),
-    )
+    spec = {"seeds": ("seed", "nunique")}
+    for m in METRICS:
+        spec[m.column] = (m.column, m.agg)
+        if m.ci:
+            spec[f"{m.column}_ci"] = (m.column, ci95)
+    numeric = done.astype({m.column: float for m in METRICS})
+    agg = numeric.groupby(keys, sort=False).agg(**spec)
     status = runs.groupby(keys, sort=False)["status"].agg(
         lambda s: ", ".join(f"{k} {v}" for k, v in s.value_counts().items() if k != "finished")
     )
@@ -129,12 +127,19 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
         base = choose_baseline(group)
         ref = group[group["arm"] == base].iloc[0]
         group["baseline"] = group["arm"] == base
-        group["d_top1"] = group["top1"] - ref["top1"]
-        group["d_params_pct"] = 100 * (group["params"] / ref["params"] - 1)
-        group["d_gmacs_pct"] = 100 * (group["gmacs"] / ref["gmacs"] - 1)
-        group["speedup"] = group["infer_ips"] / ref["infer_ips"]
+        for m in METRICS:
+            if m.delta:
+                group[m.delta_column] = _delta(m.delta, group[m.column], ref[m.column])
         parts.append(group)
     return pd.concat(parts, ignore_index=True)
+
+
+def _delta(kind: str, values: pd.Series, ref: float) -> pd.Series:
+    if kind == "diff":
+        return values - ref
+    if kind == "pct":
+        return 100 * (values / ref - 1)
+    return values / ref
 
 
 def paper_comparison(runs: pd.DataFrame) -> pd.DataFrame:

@@ -141,7 +141,7 @@ def test_ablation_table_means_ci_and_deltas(results):
     # t(0.975, df=2) * sd / sqrt(3) with sd = 2 for swin, 1 for lsla
     assert table.loc["swin", "top1_ci"] == pytest.approx(4.303 * 2 / 3**0.5, rel=1e-3)
     assert table.loc["lsla", "d_params_pct"] == pytest.approx(-20.0)
-    assert table.loc["lsla", "speedup"] == pytest.approx(1.2)
+    assert table.loc["lsla", "infer_ips_ratio"] == pytest.approx(1.2)
     assert table.loc["swin", "seeds"] == 3
 
 

@@ -31,9 +31,10 @@ Shapes: input and output ``[B, H, W, C]``; inside, windows are ``[B*nW, N=M*M, C
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +71,15 @@ class LSLAConfig:
 
     def __post_init__(self) -> None:
         validate(self, "LSLA switch ")
+
+
+class _Geometry(NamedTuple):
+    """Where the tokens of one forward sit: what the attention maths needs besides Q, K, V."""
+
+    grid: tuple[int, int]  # token layout of each map (a window, or the whole map)
+    index: Tensor  # [N, N] relative-position index into the tables
+    mask: Tensor | None  # [nW, N, N] True where query and key share an image region
+    valid: Tensor | None  # [B_, N] real (not padding) queries; only built while recording
 
 
 def _shifts(cfg: LSLAConfig) -> bool:
@@ -141,7 +151,7 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         self.attn_drop = nn.Dropout(cfg.attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(cfg.proj_drop)
-        self._geometry: dict[tuple, Tensor] = {}
+        self._cache: dict[tuple, Tensor] = {}
 
     @property
     def proj_name(self) -> str:
@@ -161,16 +171,21 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         Built outside inference mode: a tensor made under ``torch.inference_mode`` cannot be
         saved for backward, and the first forward (a FLOP count, say) may well run there.
         """
-        if key not in self._geometry:
+        if key not in self._cache:
             with torch.inference_mode(False), torch.no_grad():
-                self._geometry[key] = make()
-        return self._geometry[key]
+                self._cache[key] = make()
+        return self._cache[key]
+
+    def _index(self, grid: tuple[int, int], device: torch.device) -> Tensor:
+        make = functools.partial(relative_position_index, grid, self.window_size, device)
+        return self._cached(("index", grid, device), make)
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
         B, H, W, C = x.shape
         if self.cfg.window == "global":
-            return self._attend(x.reshape(B, H * W, C), (H, W), None, None).view(B, H, W, C)
+            geo = _Geometry((H, W), self._index((H, W), x.device), None, None)
+            return self._attend(x.reshape(B, H * W, C), geo).view(B, H, W, C)
 
         window, shift = self.window_and_shift(H, W)
         if any(shift):  # cyclic shift so that windows straddle the previous layer's borders
@@ -184,10 +199,10 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         if any(shift):
             key = ("mask", Hp, Wp, window, shift, x.device)
             mask = self._cached(key, lambda: shift_region_mask((Hp, Wp), window, shift, x.device))
-        valid = (
-            self._valid_queries(B, (H, W), (Hp, Wp), window, x.device) if self.recording else None
-        )
-        out = self._attend(windows, window, mask, valid)
+        valid = None
+        if self.recording:
+            valid = self._valid_queries(B, (H, W), (Hp, Wp), window, x.device)
+        out = self._attend(windows, _Geometry(window, self._index(window, x.device), mask, valid))
 
         out = window_reverse(out.reshape(-1, *window, C), window, Hp, Wp)[:, :H, :W, :]
         if any(shift):
@@ -217,16 +232,10 @@ class LSLAAttention(AttentionRecorder, nn.Module):
             q, k, v = proj.view(B_, N, h, d).transpose(1, 2), x_heads, x_heads
         return q, k, v
 
-    def _attend(
-        self, x: Tensor, grid: tuple[int, int], mask: Tensor | None, valid: Tensor | None
-    ) -> Tensor:
+    def _attend(self, x: Tensor, geo: _Geometry) -> Tensor:
         B_, N, C = x.shape
-        index = self._cached(
-            ("index", grid, x.device),
-            lambda: relative_position_index(grid, self.window_size, x.device),
-        )
         q, k, v = self._project(x)
-        bias = self._additive_bias(index, mask, B_)  # fp32 [B_ or 1, h, N, N]
+        bias = self._additive_bias(geo, B_)  # fp32 [B_ or 1, h, N, N]
 
         fused_ok = self.cfg.scale == "fixed" and self.outer_bias is None
         if self.cfg.fused and fused_ok and not self.recording:
@@ -234,16 +243,17 @@ class LSLAAttention(AttentionRecorder, nn.Module):
             p = self.attn_drop.p if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
         else:
-            out = self._explicit(q, k, v, bias, index, mask, grid, valid)
+            out = self._explicit(q, k, v, bias, geo)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B_, N, C)))
 
-    def _additive_bias(self, index: Tensor, mask: Tensor | None, B_: int) -> Tensor | None:
+    def _additive_bias(self, geo: _Geometry, B_: int) -> Tensor | None:
         """Inner bias plus the shift mask as -inf, kept in fp32 in every block.
 
         (Under bf16 autocast, rounding it to the logits' dtype in shifted blocks only would make
         W and SW blocks compute differently.)
         """
-        bias = self.inner_bias(index).unsqueeze(0) if self.inner_bias is not None else None
+        bias = self.inner_bias(geo.index).unsqueeze(0) if self.inner_bias is not None else None
+        mask = geo.mask
         if mask is None:
             return bias
         neg = self._cached(
@@ -254,18 +264,9 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         nW, h, N = mask.shape[0], self.num_heads, mask.shape[-1]
         return bias.unsqueeze(0).expand(B_ // nW, -1, h, -1, -1).reshape(B_, h, N, N)
 
-    def _explicit(
-        self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        bias: Tensor | None,
-        index: Tensor,
-        mask: Tensor | None,
-        grid: tuple[int, int],
-        valid: Tensor | None,
-    ) -> Tensor:
+    def _explicit(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, geo: _Geometry):
         """The un-fused path: needed for S, B_o and for recording the weights."""
+        index, mask = geo.index, geo.mask
         if self.dyn_scale is None:
             logits = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # timm's order of operations
         else:
@@ -285,7 +286,7 @@ class LSLAAttention(AttentionRecorder, nn.Module):
             attn = attn + bo if self.cfg.outer_op == "add" else attn * (1.0 + bo)
         if self.recording:
             pre = softmax.detach() if self.outer_bias is not None else None
-            self.keep_record(AttentionRecord(attn.detach(), pre, grid, valid))
+            self.keep_record(AttentionRecord(attn.detach(), pre, geo.grid, geo.valid))
         return self.attn_drop(attn) @ v
 
     def extra_repr(self) -> str:

@@ -61,7 +61,9 @@ def register(
             raise ValueError(
                 f"dataset {name!r} registered twice: {_REGISTRY[name].source} and {source}"
             )
-        _REGISTRY[name] = DatasetSpec(name, load, options, needs_root, note, source)
+        _REGISTRY[name] = DatasetSpec(
+            name=name, load=load, options=options, needs_root=needs_root, note=note, source=source
+        )
         return load
 
     return decorator

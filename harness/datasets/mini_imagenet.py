@@ -131,10 +131,10 @@ def load(split: str, transform: Callable | None, data: Any, options: Options) ->
         data.root,
         split,
         transform,
-        data.corrupt,
-        options.train_per_class,
-        options.test_per_class,
-        data.split_seed,
+        corrupt=data.corrupt,
+        train_per_class=options.train_per_class,
+        test_per_class=options.test_per_class,
+        split_seed=data.split_seed,
     )
 
 
