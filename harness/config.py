@@ -24,14 +24,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_type_hints
 
-import tomllib
-
 from harness.layout import RunDir
-from harness.results import arm_of
 from variants._config import ConfigError, Pattern, Range, check_fields, check_value, suggest
 
 PositiveInt = Annotated[int, Range(1)]
@@ -106,6 +104,7 @@ RunName = Annotated[str, Pattern(r"[A-Za-z0-9][A-Za-z0-9_.=+-]*", "letters, digi
 class RunConfig:
     experiment: RunName = "default"
     run_id: str = "run"
+    arm: str = "run"  # the run id without the seed: what a report averages seeds over
     out_dir: str = "runs"
     baseline: str | None = None  # arm the report measures deltas against (run id minus seed)
     description: str = ""
@@ -252,7 +251,15 @@ def _build_run(
     top.setdefault("experiment", stem)
     hint = get_type_hints(RunConfig, include_extras=True)["experiment"]
     check_value(where, "experiment", top["experiment"], hint)
-    return RunConfig(**top, run_id=run_id_for(point), order=order, **sections)
+    return RunConfig(**top, run_id=run_id_for(point), arm=arm_for(point), order=order, **sections)
+
+
+def arm_for(point: dict[str, Any]) -> str:
+    """The arm of a grid point: its run id without the seed; a lone variant/preset axis bare."""
+    rest = {k: v for k, v in point.items() if k != "train.seed"}
+    if len(rest) == 1 and next(iter(rest)) in ("model.variant", "model.preset"):
+        return str(next(iter(rest.values())))
+    return run_id_for(rest)
 
 
 def load_experiment(
@@ -287,7 +294,7 @@ def load_experiment(
 def _check_baseline(runs: list[RunConfig], baseline: str | None, where: str) -> None:
     if baseline is None:
         return
-    arms = list(dict.fromkeys(arm_of(r.run_id) for r in runs))
+    arms = list(dict.fromkeys(r.arm for r in runs))
     if baseline not in arms:
         raise ConfigError(
             f"{where}baseline={baseline!r} is not an arm of this experiment; "
@@ -330,5 +337,5 @@ def _check_dataset_keys(options: type, data: DataConfig, where: str) -> None:
 def run_from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a ``RunConfig`` from ``config.json`` (as written by ``RunConfig.to_dict``)."""
     sections = {name: _build_section("", name, dict(data[name])) for name in SECTIONS}
-    top = {k: data[k] for k in (*TOP_LEVEL, "run_id", "order") if k in data}
+    top = {k: data[k] for k in (*TOP_LEVEL, "run_id", "arm", "order") if k in data}
     return RunConfig(**top, **sections)

@@ -21,8 +21,8 @@ _SEED_RE = re.compile(r"(^|-)seed=\d+")
 
 
 def arm_of(run_id: str) -> str:
-    """A run id without its seed: what seeds are averaged over (``variant=lsla-seed=0`` ->
-    ``lsla``; a single ``variant=``/``preset=`` axis is shown bare)."""
+    """The arm of a run id, for records written before runs carried ``arm``: the id without its
+    seed (``variant=lsla-seed=0`` -> ``lsla``; a lone ``variant=``/``preset=`` axis bare)."""
     arm = _SEED_RE.sub("", run_id).strip("-")
     for key in ("variant=", "preset="):
         if arm.startswith(key) and arm.count("=") == 1:

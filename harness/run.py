@@ -72,6 +72,7 @@ def _base_record(cfg: RunConfig, model: torch.nn.Module | None) -> dict[str, Any
     return {
         "experiment": cfg.experiment,
         "run_id": cfg.run_id,
+        "arm": cfg.arm,
         "model": cfg.model.preset,
         "variant": variant,
         "switches": switches,

@@ -16,7 +16,8 @@ def load_records(root: str | Path) -> list[dict[str, Any]]:
     """Records below ``root`` in experiment-file order, each with its ``arm``."""
     records = list(iter_records(root))
     for r in records:
-        r["arm"] = arm_of(r.get("run_id", "")) if r.get("run_id") else r.get("variant", "run")
+        if not r.get("arm"):  # records written before runs carried their arm
+            r["arm"] = arm_of(r["run_id"]) if r.get("run_id") else r.get("variant", "run")
     return sorted(
         records, key=lambda r: (r.get("experiment", ""), (r.get("config") or {}).get("order", 0))
     )

@@ -44,6 +44,7 @@ def test_grid_expands_to_cartesian_product_with_readable_ids():
     runs = load_experiment(text=BASE)
     assert [r.run_id for r in runs[:2]] == ["variant=swin-seed=0", "variant=swin-seed=1"]
     assert len(runs) == 6 and {r.model.variant for r in runs} == {"swin", "lsla"}
+    assert [r.arm for r in runs[:4]] == ["swin", "swin", "swin", "lsla"]  # seeds share an arm
     assert runs[0].train.epochs == 2 and runs[0].run_dir.path == Path("runs/t/variant=swin-seed=0")
 
 
