@@ -85,6 +85,16 @@ class TrainConfig:
     deterministic: bool = True
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        """The schedule's orderings: a cosine that rises, or warm-up past the end, is a typo."""
+        for low, high in (("min_lr", "lr"), ("warmup_lr", "lr"), ("warmup_epochs", "epochs")):
+            a, b = getattr(self, low), getattr(self, high)
+            if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > b:
+                raise ConfigError(
+                    f"train.{low}={a!r} must not exceed train.{high}={b!r}; "
+                    f"lower train.{low} or raise train.{high}"
+                )
+
 
 @dataclass(frozen=True)
 class MeasureConfig:

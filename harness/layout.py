@@ -8,6 +8,7 @@
         bench/*.json             pytest-benchmark output, read by the report
         <run_id>/config.json     fully resolved run config
         <run_id>/checkpoint.pt   latest epoch (model, optimizer, scaler, EMA, RNG)
+        <run_id>/checkpoint.prev.pt  the epoch before (a fallback if the latest is damaged)
         <run_id>/metrics.jsonl   one line per epoch
         <run_id>/split.json      the exact data split, when the dataset re-splits
         <run_id>/result.json     the final record; its presence marks the run as done
@@ -34,6 +35,10 @@ class RunDir:
         return self.path / "checkpoint.pt"
 
     @property
+    def previous_checkpoint(self) -> Path:
+        return self.path / "checkpoint.prev.pt"
+
+    @property
     def metrics(self) -> Path:
         return self.path / "metrics.jsonl"
 
@@ -47,7 +52,7 @@ class RunDir:
 
     def restart_files(self) -> tuple[Path, ...]:
         """What ``--force`` deletes so that the run starts from scratch."""
-        return (self.result, self.checkpoint, self.metrics)
+        return (self.result, self.checkpoint, self.previous_checkpoint, self.metrics)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -79,6 +80,21 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
+class UnreadableRecord(ValueError):
+    """A ``result.json`` that is cut, empty or not a run record; the message names the file."""
+
+
+def read_record(path: str | os.PathLike) -> dict[str, Any]:
+    """One run record, or ``UnreadableRecord`` saying which file and why."""
+    try:
+        record = read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UnreadableRecord(f"{path} is unreadable ({exc})") from None
+    if not isinstance(record, dict) or "status" not in record:
+        raise UnreadableRecord(f"{path} is not a run record (no 'status' in it)")
+    return record
+
+
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
     """Rewrite a whole JSONL file atomically (e.g. the per-epoch log after each checkpoint)."""
     atomic_write_text(path, "".join(json.dumps(_clean(r), default=_default) + "\n" for r in rows))
@@ -98,10 +114,18 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def iter_records(root: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Every ``result.json`` below ``root``, with its run directory added as ``run_dir``."""
+def iter_records(root: str | os.PathLike, warn=None) -> Iterator[dict[str, Any]]:
+    """Every readable ``result.json`` below ``root``, with its run directory as ``run_dir``.
+
+    An unreadable one is left out and reported through ``warn`` (default: a line on stderr).
+    """
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
     for path in sorted(Path(root).rglob(RESULT_FILE)):
-        record = read_json(path)
+        try:
+            record = read_record(path)
+        except UnreadableRecord as exc:
+            warn(f"{exc}; left out (re-run it with: python -m harness sweep EXP.toml --only ...)")
+            continue
         record["run_dir"] = str(path.parent)
         yield record
 

@@ -40,7 +40,7 @@ from harness.runtime import (
     resolve_precision,
     seed_everything,
 )
-from harness.train import Diverged, Trainer, TrainState, evaluate, fit
+from harness.train import Diverged, Trainer, TrainState, evaluate, fit, require_finite
 
 
 @dataclass
@@ -113,6 +113,7 @@ def _data_record(data: Prepared) -> dict[str, Any]:
 def evaluate_test(ctx: RunContext, trainer: Trainer, test_ds, state: TrainState) -> dict:
     """Test-split metrics of the final weights (and of the EMA weights when EMA is on)."""
     test = evaluate(ctx, trainer.model, test_ds)
+    require_finite(test, "test evaluation")
     metrics = {
         "top1": test["top1"],
         "top5": test["top5"],

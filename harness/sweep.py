@@ -15,7 +15,13 @@ from typing import Any
 
 from harness.config import ConfigError, RunConfig
 from harness.layout import ExperimentDir
-from harness.results import DONE_STATUSES, read_json, write_json, write_table
+from harness.results import (
+    DONE_STATUSES,
+    UnreadableRecord,
+    read_record,
+    write_json,
+    write_table,
+)
 
 
 def select(runs: list[RunConfig], only: list[str]) -> list[RunConfig]:
@@ -31,10 +37,26 @@ def select(runs: list[RunConfig], only: list[str]) -> list[RunConfig]:
 
 
 def status_of(cfg: RunConfig) -> str:
+    """finished / diverged / oom / failed (from the record), unreadable, partial or pending."""
     files = cfg.run_dir
     if files.result.exists():
-        return read_json(files.result).get("status", "unknown")
-    return "partial" if files.checkpoint.exists() else "pending"
+        try:
+            return read_record(files.result)["status"]
+        except UnreadableRecord:
+            return "unreadable"
+    resumable = files.checkpoint.exists() or files.previous_checkpoint.exists()
+    return "partial" if resumable else "pending"
+
+
+def _set_aside_unreadable(cfg: RunConfig, log) -> str:
+    """Keep an unreadable record for inspection under another name; the run then goes on."""
+    bad = cfg.run_dir.result
+    try:
+        read_record(bad)
+    except UnreadableRecord as exc:
+        log(f"    warning: {exc}; kept as {bad.name}.unreadable, the run goes on")
+    bad.replace(bad.with_name(bad.name + ".unreadable"))
+    return status_of(cfg)
 
 
 def _notes(runs: list[RunConfig], log) -> None:
@@ -83,15 +105,19 @@ def run_sweep(
             if force:
                 for path in cfg.run_dir.restart_files():
                     path.unlink(missing_ok=True)
+            elif state == "unreadable":
+                state = _set_aside_unreadable(cfg, log)
             verb = "resuming" if state == "partial" else "starting"
             log(f"[{i}/{len(runs)}] {cfg.run_id}: {verb}")
             start = time.perf_counter()
             record = _run_one(cfg, ddp, stop_after, log)
             status = "partial" if record is None else record["status"]
             outcome.setdefault(status, []).append(cfg.run_id)
+            took = time.perf_counter() - start
             if status == "finished":
-                took = time.perf_counter() - start
                 log(f"    top1 {record['metrics']['top1']:.2f}  ({took:.0f}s)")
+            elif status in ("diverged", "oom"):
+                log(f"    {status}: {record.get('error', '')}  ({took:.0f}s)")
     table = write_table(exp.path)
     if table:
         log(f"results: {table}")
@@ -99,10 +125,8 @@ def run_sweep(
 
 
 def exit_code(outcome: dict[str, list[str]]) -> int:
-    if outcome.get("failed"):
-        print(
-            f"{len(outcome['failed'])} run(s) failed: {', '.join(outcome['failed'])}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    """0 when every run of this call finished (or was already done), else 1, naming the rest."""
+    bad = {s: ids for s, ids in outcome.items() if s in ("failed", "diverged", "oom") and ids}
+    for status, ids in bad.items():
+        print(f"{len(ids)} run(s) {status}: {', '.join(ids)}", file=sys.stderr)
+    return 1 if bad else 0

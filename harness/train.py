@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
 from harness.config import TrainConfig
+from harness.layout import RunDir
 from harness.measure import autocast
 from harness.results import write_jsonl
 from harness.runtime import RunContext, rng_state, set_rng_state
@@ -31,6 +33,14 @@ from harness.transforms import make_mixup
 
 class Diverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+def require_finite(metrics: dict[str, float], where: str) -> None:
+    """A NaN/inf loss or metric means the weights blew up: the run diverged, it did not finish."""
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        shown = ", ".join(f"{k} {v}" for k, v in bad.items())
+        raise Diverged(f"{where}: {shown}")
 
 
 def lr_at(step: int, total: int, warmup: int, t: TrainConfig) -> float:
@@ -77,8 +87,13 @@ class Trainer:
     warmup_steps: int
 
 
-def save_checkpoint(path: Path, trainer: Trainer, state: TrainState) -> None:
-    """Atomic write of everything needed to continue exactly where this epoch ended."""
+def save_checkpoint(files: RunDir, trainer: Trainer, state: TrainState) -> None:
+    """Everything needed to continue exactly where this epoch ended, written atomically.
+
+    The bytes reach the disk (fsync) before the rename, and the previous checkpoint is kept as
+    ``checkpoint.prev.pt`` so a damaged latest one still leaves an epoch to resume from. A failed
+    write (disk full, say) leaves no temporary file behind.
+    """
     payload = {
         "model": trainer.model.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
@@ -87,13 +102,43 @@ def save_checkpoint(path: Path, trainer: Trainer, state: TrainState) -> None:
         "state": state.__dict__,
         "rng": rng_state(),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=files.path, prefix=".checkpoint.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if files.checkpoint.exists():
+            os.replace(files.checkpoint, files.previous_checkpoint)
+        os.replace(tmp, files.checkpoint)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def load_checkpoint(path: Path, trainer: Trainer) -> TrainState:
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+def _read_checkpoint(path: Path) -> dict[str, Any] | None:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # torch raises zip, unpickling and EOF errors of many kinds for bad bytes
+        return None
+    return payload if isinstance(payload, dict) and "state" in payload else None
+
+
+def resume_point(files: RunDir, log) -> dict[str, Any] | None:
+    """The newest readable checkpoint (latest, else the previous one); damaged ones are set aside
+    under ``*.unreadable`` and named, so a run never fails forever on a half-written file."""
+    for path in (files.checkpoint, files.previous_checkpoint):
+        if not path.exists():
+            continue
+        payload = _read_checkpoint(path)
+        if payload is not None:
+            return payload
+        path.replace(path.with_name(path.name + ".unreadable"))
+        log(f"warning: {path} is unreadable; kept as {path.name}.unreadable")
+    return None
+
+
+def load_checkpoint(payload: dict[str, Any], trainer: Trainer) -> TrainState:
     trainer.model.load_state_dict(payload["model"])
     trainer.optimizer.load_state_dict(payload["optimizer"])
     trainer.scaler.load_state_dict(payload["scaler"])
@@ -249,7 +294,7 @@ def _end_epoch(ctx: RunContext, trainer: Trainer, state: TrainState, row: dict[s
         f"lr {row['lr']:.2e} {row['epoch_time_s']:.1f}s"
     )
     if ctx.ddp.main:
-        save_checkpoint(ctx.files.checkpoint, trainer, state)
+        save_checkpoint(ctx.files, trainer, state)
         write_jsonl(ctx.files.metrics, state.history)
     ctx.ddp.barrier()
 
@@ -263,13 +308,16 @@ def fit(
     """
     trainer = build_trainer(ctx, model, train_ds)
     state = TrainState()
-    if ctx.files.checkpoint.exists():
-        state = load_checkpoint(ctx.files.checkpoint, trainer)
+    payload = resume_point(ctx.files, ctx.log)
+    if payload is not None:
+        state = load_checkpoint(payload, trainer)
+        ctx.log(f"[{ctx.cfg.experiment}/{ctx.cfg.run_id}] resuming after epoch {state.epoch}")
     done_now = 0
     while state.epoch < ctx.cfg.train.epochs and (stop_after is None or done_now < stop_after):
         start = time.perf_counter()
         row = train_epoch(ctx, trainer, train_ds, state)
         val = evaluate(ctx, model, val_ds)
+        require_finite(val, f"validation after epoch {state.epoch + 1}")
         state.epoch += 1
         done_now += 1
         state.best_top1 = max(state.best_top1, val["top1"])
