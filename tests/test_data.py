@@ -153,3 +153,63 @@ def test_paper_recipe_transforms_and_mixup():
     x, y = mixup(torch.randn(4, 3, 48, 48), torch.tensor([0, 1, 2, 3]))
     assert y.shape == (4, 10) and torch.allclose(y.sum(1), torch.ones(4))
     assert make_mixup(TrainConfig(), 10) is None
+
+
+def _append(path, lines):
+    with open(path, "a") as f:
+        f.write("".join(lines))
+
+
+def test_ip102_repeated_lines_and_shared_images_are_errors(tmp_path):
+    root = make_ip102(tmp_path / "twice")
+    _append(root / "test.txt", (root / "test.txt").read_text().splitlines(keepends=True))
+    with pytest.raises(
+        DataError, match=r"4 image\(s\) listed more than once in test: '.*00009.jpg'"
+    ):
+        ip102(root, "train")
+    root = make_ip102(tmp_path / "leak")
+    _append(root / "test.txt", (root / "train.txt").read_text().splitlines(keepends=True)[:4])
+    with pytest.raises(DataError, match=r"4 image\(s\) are in both train and test"):
+        ip102(root, "val")
+
+
+def test_mini_imagenet_repeated_csv_rows_are_dropped_and_splits_stay_disjoint(tmp_path, capsys):
+    root = make_mini_csv(tmp_path / "mini", per_class=6)
+    for name in ("train.csv", "test.csv"):
+        rows = (root / name).read_text().splitlines(keepends=True)
+        _append(root / name, rows[1:])  # every row listed twice
+    train = mini_imagenet(root, "train", train_per_class=4, test_per_class=2)
+    test = mini_imagenet(root, "test", train_per_class=4, test_per_class=2)
+    assert not {p for p, _ in train.samples} & {p for p, _ in test.samples}
+    assert len(train) == 400 and len(test) == 200
+    assert "dropped" in capsys.readouterr().err
+
+
+def test_mini_imagenet_file_under_two_labels_is_an_error(tmp_path):
+    root = make_mini_csv(tmp_path / "mini", per_class=3)
+    first = (root / "train.csv").read_text().splitlines()[1].split(",")[0]
+    _append(root / "val.csv", [f"{first},n09999999\n"])
+    with pytest.raises(DataError, match="listed under both"):
+        mini_imagenet(root, "train", train_per_class=2, test_per_class=1)
+
+
+def test_sixteen_bit_png_is_scaled_not_white(tmp_path):
+    from PIL import Image
+
+    from harness.datasets._images import load_rgb
+
+    path = tmp_path / "grey16.png"
+    Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16)).save(path)
+    assert Image.open(path).mode.startswith("I")
+    pixels = np.asarray(load_rgb(path))
+    assert pixels.shape == (8, 8, 3) and abs(int(pixels.mean()) - 128) <= 1
+
+
+def test_decompression_bomb_is_named_and_skippable(tmp_path, monkeypatch):
+    from PIL import Image
+
+    root = make_ip102(tmp_path / "ip")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)  # 12x12 test images exceed 2x this
+    with pytest.raises(DataError, match=r"cannot decode image .*00006.jpg.*decompression bomb"):
+        ip102(root, "val")[0]
+    assert len(ip102(root, "val", corrupt="skip")) == 0

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
@@ -38,8 +39,49 @@ def require_file(path: Path, what: str, expected: str) -> Path:
     return path
 
 
+def _examples(items: list[str]) -> str:
+    shown = ", ".join(repr(i) for i in items[:3])
+    return shown + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+
+
+def check_splits(what: str, splits: dict[str, list[tuple[str, int]]]) -> None:
+    """No image twice in one split, none in two splits: either would inflate or leak accuracy."""
+    for split, samples in splits.items():
+        seen: set[str] = set()
+        twice = [p for p, _ in samples if p in seen or seen.add(p)]
+        if twice:
+            raise DataError(
+                f"{what}: {len(twice)} image(s) listed more than once in {split}: "
+                f"{_examples(twice)}; remove the repeated lines"
+            )
+    names = list(splits)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            both = sorted({p for p, _ in splits[a]} & {p for p, _ in splits[b]})
+            if both:
+                raise DataError(
+                    f"{what}: {len(both)} image(s) are in both {a} and {b}: {_examples(both)}; "
+                    "a split must not share images with another"
+                )
+
+
+# What a broken, truncated or hostile image file raises in PIL.
+DECODE_ERRORS = (
+    OSError,
+    UnidentifiedImageError,
+    SyntaxError,
+    ValueError,
+    Image.DecompressionBombError,
+)
+
+
 def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """An 8-bit RGB image; 16- and 32-bit grey images are scaled down, not clipped to white."""
     with Image.open(path) as img:
+        if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+            values = np.asarray(img, dtype=np.float64)
+            bits = 16 if img.mode.startswith("I;16") or values.max() < 2**16 else 32
+            img = Image.fromarray((values / (2**bits - 1) * 255).round().astype(np.uint8))
         return img.convert("RGB")
 
 
@@ -74,7 +116,7 @@ class ImageList(Dataset):
             with Image.open(path) as img:
                 img.load()
             return True
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        except DECODE_ERRORS:
             self.skipped.append(path)
             return False
 
@@ -89,7 +131,7 @@ class ImageList(Dataset):
         path, label = self.samples[index]
         try:
             img = load_rgb(path)
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        except DECODE_ERRORS as exc:
             raise DataError(
                 f"{self.name}: cannot decode image {path!r} ({exc}); use "
                 "data.corrupt='skip' to drop unreadable files"

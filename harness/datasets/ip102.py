@@ -13,7 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from harness.datasets._images import DataError, ImageList, require_dir, require_file
+from harness.datasets._images import (
+    DataError,
+    ImageList,
+    check_splits,
+    require_dir,
+    require_file,
+)
 from harness.datasets._registry import NoOptions, register
 
 NUM_CLASSES = 102
@@ -85,5 +91,6 @@ def ip102(
     classes = None
     if (root / "classes.txt").is_file():
         classes = read_classes(root / "classes.txt", num_classes)
-    samples = read_split(root, split, num_classes)
-    return ImageList(samples, num_classes, transform, corrupt, classes, name=f"ip102/{split}")
+    splits = {s: read_split(root, s, num_classes) for s in SPLITS}  # all three: checked together
+    check_splits(f"IP102 ({root})", splits)
+    return ImageList(splits[split], num_classes, transform, corrupt, classes, name=f"ip102/{split}")

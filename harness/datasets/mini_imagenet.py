@@ -17,12 +17,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import random
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from harness.datasets._images import DataError, ImageList, require_dir
+from harness.datasets._images import DataError, ImageList, check_splits, require_dir
 from harness.datasets._registry import register
 from variants._config import Range
 
@@ -55,6 +56,28 @@ def _from_csvs(root: Path) -> dict[str, list[str]]:
                         f"{path}:{lineno}: image {row[0]!r} not found in {str(images)!r}"
                     )
                 by_class.setdefault(row[1], []).append(str(file))
+    return _without_repeats(by_class, root)
+
+
+def _without_repeats(by_class: dict[str, list[str]], root: Path) -> dict[str, list[str]]:
+    """Rows are pooled before the re-split, so a repeated row is harmless once dropped (kept, it
+    could land in train and test at once); one file under two labels is an error."""
+    owner: dict[str, str] = {}
+    repeats = 0
+    for wnid, files in by_class.items():
+        for f in files:
+            if owner.setdefault(f, wnid) != wnid:
+                raise DataError(
+                    f"Mini-ImageNet: {Path(f).name!r} is listed under both {owner[f]!r} and "
+                    f"{wnid!r} in the CSVs of {str(root)!r}"
+                )
+        repeats += len(files) - len(set(files))
+        by_class[wnid] = list(dict.fromkeys(files))
+    if repeats:
+        print(
+            f"warning: Mini-ImageNet: dropped {repeats} repeated CSV row(s) in {root}",
+            file=sys.stderr,
+        )
     return by_class
 
 
@@ -105,6 +128,7 @@ def resplit(
         random.Random(f"{seed}-{wnid}").shuffle(files)
         splits["train"] += [(f, label) for f in files[:train_per_class]]
         splits["test"] += [(f, label) for f in files[train_per_class:need]]
+    check_splits("Mini-ImageNet", splits)
     return splits
 
 
