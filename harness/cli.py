@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand; every error a user can cause ends in one line (exit 2: bad input,
+    1: a run or the job failed, 130: interrupted), never a traceback."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -88,6 +90,28 @@ def main(argv: list[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, read-only output, permissions
+        where = f" {exc.filename!r}" if exc.filename else ""
+        print(
+            f"error: cannot write{where}: {exc.strerror or exc}; free space or choose a writable "
+            "--out, then run the same command again (finished runs are kept)",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "interrupted: finished runs and the last completed epoch of the current run are "
+            "saved; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    except RuntimeError as exc:
+        from harness.ddp_failure import JobAborted  # already imported if it was raised
+
+        if not isinstance(exc, JobAborted):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@
         <run_id>/metrics.jsonl   one line per epoch
         <run_id>/split.json      the exact data split, when the dataset re-splits
         <run_id>/result.json     the final record; its presence marks the run as done
+        <run_id>/failure.rankN.json  what rank N saw when a DDP run failed
 """
 
 from __future__ import annotations
@@ -50,9 +51,22 @@ class RunDir:
     def result(self) -> Path:
         return self.path / "result.json"
 
+    def rank_failure(self, rank: int) -> Path:
+        """What rank ``rank`` of a DDP job saw when the run failed there."""
+        return self.path / f"failure.rank{rank}.json"
+
+    def rank_failures(self) -> list[Path]:
+        return sorted(self.path.glob("failure.rank*.json"))
+
     def restart_files(self) -> tuple[Path, ...]:
         """What ``--force`` deletes so that the run starts from scratch."""
-        return (self.result, self.checkpoint, self.previous_checkpoint, self.metrics)
+        return (
+            self.result,
+            self.checkpoint,
+            self.previous_checkpoint,
+            self.metrics,
+            *self.rank_failures(),
+        )
 
 
 @dataclass(frozen=True)

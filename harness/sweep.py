@@ -69,7 +69,9 @@ def _notes(runs: list[RunConfig], log) -> None:
 
 
 def _run_one(cfg: RunConfig, ddp, stop_after: int | None, log) -> dict[str, Any] | None:
-    """Execute one run; an unexpected error becomes a ``failed`` record and the sweep goes on."""
+    """Execute one run; an unexpected error becomes a ``failed`` record and the sweep goes on
+    (under DDP the whole job stops instead: see ``harness.ddp_failure``)."""
+    from harness.ddp_failure import abort_run
     from harness.run import execute, failure_record
 
     try:
@@ -78,50 +80,73 @@ def _run_one(cfg: RunConfig, ddp, stop_after: int | None, log) -> dict[str, Any]
         raise
     except Exception as exc:
         record = failure_record(cfg, exc)
+        if ddp.enabled:
+            abort_run(cfg, ddp, exc, record)
         write_json(cfg.run_dir.result, record)
         log(f"    failed: {record['error']}")
         return record
 
 
+def _prepare_run(cfg: RunConfig, force: bool, ddp, log) -> str:
+    """Clear a forced run, set an unreadable record aside (rank 0 only); the status to act on."""
+    state = status_of(cfg)
+    if ddp.main and force:
+        for path in cfg.run_dir.restart_files():
+            path.unlink(missing_ok=True)
+    elif ddp.main and state == "unreadable":
+        _set_aside_unreadable(cfg, log)
+    ddp.barrier()
+    return "pending" if force else status_of(cfg)
+
+
+def _quiet(*_: Any) -> None:
+    """The log of ranks other than 0."""
+
+
 def run_sweep(
     runs: list[RunConfig], force: bool = False, stop_after: int | None = None, log=print
 ) -> dict[str, Any]:
-    """Execute ``runs`` in order; returns run ids per outcome. Aggregates the table at the end."""
+    """Execute ``runs`` in order; returns run ids per outcome. Aggregates the table at the end.
+
+    Under DDP every rank runs this; only rank 0 logs and writes the experiment's files.
+    """
     from harness.runtime import distributed
 
     if not runs:
         raise ConfigError("the experiment expands to no runs")
     exp = ExperimentDir(Path(runs[0].out_dir) / runs[0].experiment)
-    write_json(exp.plan, {"experiment": runs[0].experiment, "runs": [r.to_dict() for r in runs]})
-    _notes(runs, log)
     outcome: dict[str, list[str]] = {}
     with distributed(runs[0].train.device) as ddp:
+        log = log if ddp.main else _quiet
+        if ddp.main:
+            plan = {"experiment": runs[0].experiment, "runs": [r.to_dict() for r in runs]}
+            write_json(exp.plan, plan)
+            _notes(runs, log)
         for i, cfg in enumerate(runs, 1):
             state = status_of(cfg)
             if state in DONE_STATUSES and not force:
                 log(f"[{i}/{len(runs)}] {cfg.run_id}: {state}, skipped")
                 outcome.setdefault("skipped", []).append(cfg.run_id)
                 continue
-            if force:
-                for path in cfg.run_dir.restart_files():
-                    path.unlink(missing_ok=True)
-            elif state == "unreadable":
-                state = _set_aside_unreadable(cfg, log)
+            state = _prepare_run(cfg, force, ddp, log)
             verb = "resuming" if state == "partial" else "starting"
             log(f"[{i}/{len(runs)}] {cfg.run_id}: {verb}")
             start = time.perf_counter()
             record = _run_one(cfg, ddp, stop_after, log)
             status = "partial" if record is None else record["status"]
             outcome.setdefault(status, []).append(cfg.run_id)
-            took = time.perf_counter() - start
-            if status == "finished":
-                log(f"    top1 {record['metrics']['top1']:.2f}  ({took:.0f}s)")
-            elif status in ("diverged", "oom"):
-                log(f"    {status}: {record.get('error', '')}  ({took:.0f}s)")
-    table = write_table(exp.path)
+            _log_outcome(record, status, time.perf_counter() - start, log)
+    table = write_table(exp.path) if ddp.main else None
     if table:
         log(f"results: {table}")
     return outcome
+
+
+def _log_outcome(record: dict[str, Any] | None, status: str, took: float, log) -> None:
+    if status == "finished":
+        log(f"    top1 {record['metrics']['top1']:.2f}  ({took:.0f}s)")
+    elif status in ("diverged", "oom"):
+        log(f"    {status}: {record.get('error', '')}  ({took:.0f}s)")
 
 
 def exit_code(outcome: dict[str, list[str]]) -> int:
