@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.config import RunConfig
 from harness.results import read_json, write_json
+from harness.run import one_line
 from harness.runtime import Dist
 
 # Messages of errors that only echo a peer's failure (gloo and NCCL wording).
@@ -49,7 +50,7 @@ def abort_run(cfg: RunConfig, ddp: Dist, exc: BaseException, record: dict[str, A
     """Record this rank's failure (rank 0: the run's record too), then raise ``JobAborted``."""
     note = {
         "rank": ddp.rank,
-        "error": f"{type(exc).__name__}: {exc}",
+        "error": one_line(exc),
         "echo": _is_echo(exc),
         "time": time.time(),
         "traceback": traceback.format_exc(limit=8),

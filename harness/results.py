@@ -155,8 +155,13 @@ def write_table(root: str | os.PathLike) -> Path | None:
     exp = ExperimentDir(Path(root))
     out = exp.table_csv
     atomic_write_text(out, table.to_csv(index=False))
+    fd, tmp = tempfile.mkstemp(dir=exp.path, prefix=".results.", suffix=".parquet.tmp")
+    os.close(fd)
     try:
-        table.to_parquet(exp.table_parquet, index=False)
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, exp.table_parquet)
     except (ImportError, ValueError, TypeError):
         pass  # CSV is the canonical table; Parquet is a convenience when pyarrow is present
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return out

@@ -220,12 +220,23 @@ def execute(
         return _run(ctx, stop_after)
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line; an error re-raised from a DataLoader worker (whose message
+    carries the worker's whole traceback) is reduced to the worker's own last line."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        head, _, message = text.strip().splitlines()[-1].partition(": ")
+        return f"{head.rsplit('.', 1)[-1]}: {message}"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first}"
+
+
 def failure_record(cfg: RunConfig, exc: BaseException) -> dict[str, Any]:
     """A record for a run that crashed with an unexpected error (kept so the sweep goes on)."""
     record = _base_record(cfg, None)
     record.update(
         status="failed",
-        error=f"{type(exc).__name__}: {exc}",
+        error=one_line(exc),
         traceback=traceback.format_exc(limit=5),
     )
     return record

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.results import atomic_write_text
 from reports import plots, tables
 from reports.load import bench_frame, find_bench_files, list_frame, load_records, runs_frame
 from reports.metrics import METRICS
@@ -289,9 +290,22 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: benchmark file {missing[0]!r} does not exist", file=sys.stderr)
         return 2
-    page = build(args.results_dir, args.bench)
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page)
+    if out.is_dir():
+        print(
+            f"error: -o {str(out)!r} is a directory; give a file, e.g. {out / 'report.html'}",
+            file=sys.stderr,
+        )
+        return 2
+    page = build(args.results_dir, args.bench)
+    try:
+        atomic_write_text(out, page)
+    except OSError as exc:
+        print(
+            f"error: cannot write the report to {str(out)!r}: {exc.strerror or exc}; "
+            "choose a writable -o",
+            file=sys.stderr,
+        )
+        return 1
     print(f"report: {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0

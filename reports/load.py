@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +70,27 @@ def find_bench_files(root: str | Path, extra: list[str] | None = None) -> list[P
     return [p for p in dict.fromkeys(found) if p.is_file()]
 
 
+def _bench_rows(path: Path) -> list[dict[str, Any]]:
+    """The benchmarks of one pytest-benchmark JSON; anything else is left out with a warning."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        print(f"warning: benchmark file {path} is unreadable ({exc}); left out", file=sys.stderr)
+        return []
+    benchmarks = data.get("benchmarks") if isinstance(data, dict) else None
+    if not isinstance(benchmarks, list):
+        print(
+            f"warning: {path} is not pytest-benchmark JSON (no 'benchmarks' list); left out",
+            file=sys.stderr,
+        )
+        return []
+    return [b for b in benchmarks if isinstance(b, dict)]
+
+
 def bench_frame(paths: list[Path]) -> pd.DataFrame:
     rows = []
     for path in paths:
-        data = json.loads(path.read_text())
-        for b in data.get("benchmarks", []):
+        for b in _bench_rows(path):
             stats = b.get("stats", {})
             rows.append(
                 {

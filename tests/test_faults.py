@@ -121,3 +121,71 @@ def test_report_reads_nan_written_as_text(tmp_path):
 def test_recipe_orderings_are_checked_at_load(tmp_path, override, fragment):
     with pytest.raises(ConfigError, match=fragment):
         tiny(tmp_path, override)
+
+
+@pytest.mark.parametrize(
+    "text, overrides, fragment",
+    [
+        ("grid = 5\n", [], "grid = 5 must be a table"),
+        ('model = "x"\n', [], "model = 'x' must be a table"),
+        ("experiment = 5\n", [], "experiment=5: expected str"),
+        ("", ["experiment=2024-05-01"], "experiment=datetime.date(2024, 5, 1): expected str"),
+        ("out_dir = 5\n", [], "out_dir=5: expected str"),
+        ("", ["train.epochs.x=3"], "train.epochs is a value, not a table"),
+        ('experiment = "../../escaped"\n', [], "experiment='../../escaped' is not valid"),
+        ('experiment = "a/b"\n', [], "experiment='a/b' is not valid; expected letters, digits"),
+    ],
+)
+def test_malformed_files_give_one_line(text, overrides, fragment):
+    from harness.config import load_experiment
+
+    rest = TINY.replace('experiment = "tiny"\n', "")
+    if text.startswith("model"):
+        rest = rest.replace('[model]\npreset = "vit_lsla_micro"\n', "")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(text=text + rest, overrides=overrides)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_corrupt_image_in_a_worker_is_one_line(tmp_path):
+    from tests.fakedata import make_ip102
+
+    data = make_ip102(tmp_path / "ip", per_split=(16, 8, 8))
+    bad = data / "images" / "00003.jpg"
+    bad.write_bytes(bad.read_bytes()[:40])
+    args = ("data.name='ip102'", f"data.root='{data}'", "data.num_workers=1", "data.batch_size=4")
+    runs = tiny(tmp_path / "runs", *QUIET, *args, "train.epochs=1", grid=GRID)
+    log: list[str] = []
+    assert run_sweep(runs[:1], log=log.append) == {"failed": ["variant=swin"]}
+    error = read_json(runs[0].run_dir.result)["error"]
+    assert error.startswith("DataError: ip102/train: cannot decode image") and "\n" not in error
+    assert any(line.strip().startswith("failed: DataError") for line in log)
+
+
+def test_unwritable_output_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    exp = tmp_path / "exp.toml"
+    exp.write_text(TINY)
+    assert main(["sweep", str(exp), "--out", str(blocker / "runs")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write" in err and "file" in err
+
+
+def test_report_output_errors_and_foreign_bench_json(tmp_path, capsys):
+    from reports.build import main as report_main
+
+    _finished_pair(tmp_path)
+    bench = tmp_path / "tiny" / "bench"
+    bench.mkdir()
+    (bench / "cut.json").write_text('{"benchmarks": [{"name"')
+    (bench / "foreign.json").write_text('{"hello": 1}')
+    assert report_main([str(tmp_path / "tiny"), "-o", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    out = tmp_path / "r.html"
+    assert report_main([str(tmp_path / "tiny"), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "cut.json is unreadable" in err and "foreign.json is not pytest-benchmark JSON" in err
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    assert report_main([str(tmp_path / "tiny"), "-o", str(tmp_path / "blocker" / "r.html")]) == 1
+    assert "cannot write the report" in capsys.readouterr().err
