@@ -117,3 +117,29 @@ def test_recipe_defaults_yield_to_explicit_keys():
 def test_config_round_trips_through_dict():
     run = load_experiment(text=BASE)[3]
     assert run_from_dict(run.to_dict()) == run
+
+
+@pytest.mark.parametrize(
+    "override, fragments",
+    [
+        (
+            "model.switches.scael=div",
+            ["model.switches", "unknown switch 'scael' (did you mean 'scale'?)", "valid: form,"],
+        ),
+        (
+            "model.switches.window=sliding",
+            ["window='sliding' is not valid; choices: 'global', 'window', 'shifted'"],
+        ),
+        ("train.device=gpu", ["train.device='gpu' is not valid; expected auto, cpu, cuda"]),
+    ],
+)
+def test_dry_run_rejects_what_a_run_would_trip_over(tmp_path, capsys, override, fragments):
+    from harness.cli import main
+
+    exp = tmp_path / "exp.toml"
+    exp.write_text(BASE)
+    assert main(["sweep", str(exp), "--dry-run", "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(exp) in err
+    for fragment in fragments:
+        assert fragment in err

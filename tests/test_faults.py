@@ -189,3 +189,40 @@ def test_report_output_errors_and_foreign_bench_json(tmp_path, capsys):
     (tmp_path / "blocker").write_text("a file, not a folder")
     assert report_main([str(tmp_path / "tiny"), "-o", str(tmp_path / "blocker" / "r.html")]) == 1
     assert "cannot write the report" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_exit_130_and_the_run_resumes_bitwise(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    exp = tmp_path / "exp.toml"
+    exp.write_text(TINY.replace("epochs = 3", "epochs = 4") + "throughput = false\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "harness", "sweep", str(exp), "--no-progress"]
+    ref = subprocess.run([*cmd, "--out", str(tmp_path / "ref")], cwd=root, env=env, timeout=300)
+    assert ref.returncode == 0
+    run = ["--out", str(tmp_path / "int")]
+    proc = subprocess.Popen(
+        [*cmd, *run], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    checkpoint = tmp_path / "int" / "tiny" / "run" / "checkpoint.pt"
+    deadline = time.time() + 240
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and err.strip().startswith("interrupted:")
+    assert len(err.strip().splitlines()) == 1
+    again = subprocess.run([*cmd, *run], cwd=root, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "resuming" in again.stdout
+    a = read_json(tmp_path / "ref" / "tiny" / "run" / "result.json")
+    b = read_json(checkpoint.parent / "result.json")
+    assert a["metrics"] == b["metrics"]
+    assert [r["val_loss"] for r in a["history"]] == [r["val_loss"] for r in b["history"]]
