@@ -115,7 +115,6 @@ def test_report_reads_nan_written_as_text(tmp_path):
     [
         ("train.min_lr=0.01", "train.min_lr=0.01 must not exceed train.lr=0.002"),
         ("train.warmup_lr=0.1", "train.warmup_lr=0.1 must not exceed train.lr=0.002"),
-        ("train.warmup_epochs=9", "train.warmup_epochs=9 must not exceed train.epochs=3"),
     ],
 )
 def test_recipe_orderings_are_checked_at_load(tmp_path, override, fragment):
