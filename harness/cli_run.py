@@ -28,6 +28,18 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         metavar="PATTERN",
         help="keep runs whose id contains PATTERN (wildcards allowed); repeatable",
     )
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="set a grid axis's values, e.g. --grid train.seed=0,1 (adds the axis if new)",
+    )
+    p.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="re-run (from scratch) runs whose results were made with other settings or code",
+    )
     p.add_argument("--out", default=None, help="output root (default: the file's out_dir, runs/)")
     p.add_argument("--dry-run", action="store_true", help="print the expanded runs and stop")
     p.add_argument("--force", action="store_true", help="re-run finished runs from scratch")
@@ -50,7 +62,7 @@ def _runs(args: argparse.Namespace):
         overrides.append(f"out_dir={args.out!r}")
     if args.no_progress:
         overrides.append("train.progress=false")
-    return select(load_experiment(args.experiment, overrides), args.only)
+    return select(load_experiment(args.experiment, overrides, grid=args.grid), args.only)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -65,7 +77,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 f"seed={r.train.seed} epochs={r.train.epochs}"
             )
         return 0
-    return exit_code(run_sweep(runs, force=args.force, stop_after=args.stop_after))
+    outcome = run_sweep(
+        runs, force=args.force, stop_after=args.stop_after, rerun_changed=args.rerun_changed
+    )
+    return exit_code(outcome)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

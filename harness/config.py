@@ -276,21 +276,53 @@ def arm_for(point: dict[str, Any]) -> str:
     return run_id_for(rest)
 
 
+def _split_option(flag: str, item: str, example: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {example}")
+    key, value = item.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def _grid_values(text: str) -> list[Any]:
+    """``--grid`` values: a TOML array without brackets (``0,1``), else comma-separated words."""
+    try:
+        return tomllib.loads(f"v = [{text}]")["v"]
+    except tomllib.TOMLDecodeError:
+        return [parse_value(v.strip()) for v in text.split(",")]
+
+
+def _apply_command_line(tree: dict[str, Any], overrides: list[str], grid: list[str]) -> None:
+    """``--set`` (not on grid axes: that would be silently overwritten) and ``--grid``."""
+    axes = tree.get("grid", {}) if isinstance(tree.get("grid"), dict) else {}
+    for item in overrides:
+        key, value = _split_option("--set", item, "train.epochs=3")
+        if key in axes:
+            raise ConfigError(
+                f"--set {key}: {key} is a [grid] axis of this experiment, so --set would not "
+                f"change it; use --grid {key}=V1,V2 to choose its values"
+            )
+        _set_dotted(tree, key, parse_value(value), "--set ")
+    for item in grid:
+        key, value = _split_option("--grid", item, "train.seed=0,1")
+        _set_dotted({}, key, None, "--grid ")  # the same key rules as --set
+        tree.setdefault("grid", {})[key] = _grid_values(value)
+
+
 def load_experiment(
-    path: str | Path | None = None, overrides: list[str] = (), text: str | None = None
+    path: str | Path | None = None,
+    overrides: list[str] = (),
+    text: str | None = None,
+    grid: list[str] = (),
 ) -> list[RunConfig]:
-    """Expand an experiment file (or TOML ``text``) into its runs, applying ``--set`` overrides.
+    """Expand an experiment file (or TOML ``text``) into its runs, applying ``--set`` overrides
+    and ``--grid`` axes.
 
     Everything a run would trip over later is checked here, so ``--dry-run`` catches it: keys,
     types, ranges and choices, and the preset, variant, switches, dataset and dataset keys.
     """
     where = f"{path}: " if path else ""
     tree = _read_tree(path, text, where)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
-        key, value = item.split("=", 1)
-        _set_dotted(tree, key.strip(), parse_value(value.strip()), "--set ")
+    _apply_command_line(tree, list(overrides), list(grid))
     _check_shape(tree, where)
     grid = tree.pop("grid", {})
     stem = Path(path).stem if path else "experiment"

@@ -7,6 +7,9 @@
         results.csv / .parquet   one row per run record (flattened)
         bench/*.json             pytest-benchmark output, read by the report
         <run_id>/config.json     fully resolved run config
+        <run_id>/fingerprint.json  everything that can change the result (harness.identity)
+        <run_id>/claim.json      who runs it right now (host, pid, heartbeat; harness.claims)
+        <run_id>/log.txt         the run's log lines
         <run_id>/checkpoint.pt   latest epoch (model, optimizer, scaler, EMA, RNG)
         <run_id>/checkpoint.prev.pt  the epoch before (a fallback if the latest is damaged)
         <run_id>/metrics.jsonl   one line per epoch
@@ -44,6 +47,18 @@ class RunDir:
         return self.path / "metrics.jsonl"
 
     @property
+    def fingerprint(self) -> Path:
+        return self.path / "fingerprint.json"
+
+    @property
+    def claim(self) -> Path:
+        return self.path / "claim.json"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "log.txt"
+
+    @property
     def split(self) -> Path:
         return self.path / "split.json"
 
@@ -65,6 +80,7 @@ class RunDir:
             self.checkpoint,
             self.previous_checkpoint,
             self.metrics,
+            self.fingerprint,
             *self.rank_failures(),
         )
 

@@ -9,10 +9,8 @@ dispatches to, so one is registered here; without it fused attention would count
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 import statistics
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -20,6 +18,8 @@ from typing import Any
 import torch
 import torch.utils.flop_counter as flop_counter
 from torch import nn
+
+from harness.identity import git_commit
 
 _aten = torch.ops.aten
 
@@ -206,22 +206,6 @@ def nvml_memory_used_mb(device: torch.device | str | None = None) -> float | Non
             pynvml.nvmlShutdown()
     except pynvml.NVMLError:
         return None
-
-
-def git_commit() -> str | None:
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if sha.returncode:
-        return None
-    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def environment(device: torch.device | str = "cpu") -> dict[str, Any]:

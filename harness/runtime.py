@@ -42,6 +42,14 @@ class Dist:
         if self.enabled:
             dist.barrier()
 
+    def agree(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank (a decision only rank 0 can make)."""
+        if not self.enabled:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
 
 @dataclass(frozen=True)
 class RunContext:

@@ -10,11 +10,9 @@ from __future__ import annotations
 import fnmatch
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from harness.config import ConfigError, RunConfig
-from harness.layout import ExperimentDir
 from harness.results import (
     DONE_STATUSES,
     UnreadableRecord,
@@ -87,56 +85,109 @@ def _run_one(cfg: RunConfig, ddp, stop_after: int | None, log) -> dict[str, Any]
         return record
 
 
-def _prepare_run(cfg: RunConfig, force: bool, ddp, log) -> str:
-    """Clear a forced run, set an unreadable record aside (rank 0 only); the status to act on."""
-    state = status_of(cfg)
-    if ddp.main and force:
-        for path in cfg.run_dir.restart_files():
-            path.unlink(missing_ok=True)
-    elif ddp.main and state == "unreadable":
-        _set_aside_unreadable(cfg, log)
+def _reset(cfg: RunConfig) -> None:
+    for path in cfg.run_dir.restart_files():
+        path.unlink(missing_ok=True)
+
+
+def _claim(cfg: RunConfig, ddp, log, head: str):
+    """Claim the run (rank 0 decides for the job); None when another worker holds it or it
+    got done meanwhile."""
+    from harness.claims import holder, try_claim
+
+    claim = try_claim(cfg.run_dir.claim) if ddp.main else None
+    if ddp.main and claim is not None and status_of(cfg) in DONE_STATUSES:
+        claim.release()  # finished by another worker between our look and our claim
+        claim = None
+    if ddp.main and claim is None:
+        who = holder(cfg.run_dir.claim) or {}
+        where = f"{who.get('host', '?')}:{who.get('pid', '?')}" if who else "another worker"
+        log(f"{head}: taken by {where}, skipped here")
+    if ddp.agree(claim is not None):
+        return claim if ddp.main else _NoClaim()
+    return None
+
+
+class _NoClaim:
+    """What ranks other than 0 hold: rank 0 holds the claim for the whole job."""
+
+    def __enter__(self) -> _NoClaim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _execute_claimed(cfg: RunConfig, ddp, stop_after: int | None, log, head: str):
+    """Set an unreadable record aside, write the fingerprint, then run (all under the claim)."""
+    from harness.plan import run_fingerprint
+
+    if ddp.main:
+        if status_of(cfg) == "unreadable":
+            _set_aside_unreadable(cfg, log)
+        write_json(cfg.run_dir.fingerprint, run_fingerprint(cfg))
     ddp.barrier()
-    return "pending" if force else status_of(cfg)
+    state = status_of(cfg)
+    log(f"{head}: {'resuming' if state == 'partial' else 'starting'}")
+    return _run_one(cfg, ddp, stop_after, log)
 
 
 def _quiet(*_: Any) -> None:
     """The log of ranks other than 0."""
 
 
+def _start(runs: list[RunConfig], force: bool, rerun_changed: bool, ddp, log) -> None:
+    """Rank 0: check identities, merge the plan, clear forced or changed runs; before training."""
+    from harness.plan import check_unchanged, write_plan
+
+    if not ddp.main:
+        return
+    reset = runs if force else check_unchanged(runs, rerun_changed, log)
+    write_plan(runs)
+    _notes(runs, log)
+    for cfg in reset:
+        _reset(cfg)
+
+
 def run_sweep(
-    runs: list[RunConfig], force: bool = False, stop_after: int | None = None, log=print
+    runs: list[RunConfig],
+    force: bool = False,
+    stop_after: int | None = None,
+    log=print,
+    rerun_changed: bool = False,
 ) -> dict[str, Any]:
     """Execute ``runs`` in order; returns run ids per outcome. Aggregates the table at the end.
 
-    Under DDP every rank runs this; only rank 0 logs and writes the experiment's files.
+    Runs another worker holds are skipped (``elsewhere``). Under DDP every rank runs this; only
+    rank 0 logs and writes the experiment's files.
     """
     from harness.runtime import distributed
 
     if not runs:
         raise ConfigError("the experiment expands to no runs")
-    exp = ExperimentDir(Path(runs[0].out_dir) / runs[0].experiment)
     outcome: dict[str, list[str]] = {}
     with distributed(runs[0].train.device) as ddp:
         log = log if ddp.main else _quiet
-        if ddp.main:
-            plan = {"experiment": runs[0].experiment, "runs": [r.to_dict() for r in runs]}
-            write_json(exp.plan, plan)
-            _notes(runs, log)
+        _start(runs, force, rerun_changed, ddp, log)
+        ddp.barrier()
         for i, cfg in enumerate(runs, 1):
-            state = status_of(cfg)
-            if state in DONE_STATUSES and not force:
-                log(f"[{i}/{len(runs)}] {cfg.run_id}: {state}, skipped")
+            head, state = f"[{i}/{len(runs)}] {cfg.run_id}", status_of(cfg)
+            if state in DONE_STATUSES:
+                log(f"{head}: {state}, skipped")
                 outcome.setdefault("skipped", []).append(cfg.run_id)
                 continue
-            state = _prepare_run(cfg, force, ddp, log)
-            verb = "resuming" if state == "partial" else "starting"
-            log(f"[{i}/{len(runs)}] {cfg.run_id}: {verb}")
+            claim = _claim(cfg, ddp, log, head)
+            if claim is None:
+                outcome.setdefault("elsewhere", []).append(cfg.run_id)
+                continue
             start = time.perf_counter()
-            record = _run_one(cfg, ddp, stop_after, log)
+            with claim:
+                record = _execute_claimed(cfg, ddp, stop_after, log, head)
             status = "partial" if record is None else record["status"]
             outcome.setdefault(status, []).append(cfg.run_id)
             _log_outcome(record, status, time.perf_counter() - start, log)
-    table = write_table(exp.path) if ddp.main else None
+    exp_dir = runs[0].run_dir.path.parent
+    table = write_table(exp_dir) if ddp.main else None
     if table:
         log(f"results: {table}")
     return outcome
