@@ -6,7 +6,9 @@ Each subcommand lives in its own module and is imported only when used, so ``--h
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -80,10 +82,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand; every error a user can cause ends in one line (exit 2: bad input,
     1: a run or the job failed, 130: interrupted), never a traceback."""
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    # SIGTERM (kill, a scheduler's pre-emption) ends a run like Ctrl-C does
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main_thread else None
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except (KeyError, ValueError, FileNotFoundError) as exc:
@@ -98,13 +115,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
         print(
-            "interrupted: finished runs and the last completed epoch of the current run are "
-            "saved; run the same command again to resume",
+            f"interrupted ({signal.Signals(signum).name}): finished runs and the last completed "
+            "epoch of the current run are saved; run the same command again to resume",
             file=sys.stderr,
         )
-        return 130
+        return 128 + signum
     except RuntimeError as exc:
         from harness.ddp_failure import JobAborted  # already imported if it was raised
 

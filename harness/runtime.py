@@ -12,6 +12,7 @@ import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,9 +66,17 @@ class RunContext:
         return self.cfg.run_dir
 
     def log(self, message: str) -> None:
-        """Print on rank 0 only."""
+        """Print on rank 0 only, and keep the line in the run's ``log.txt``."""
         if self.ddp.main:
             print(message, flush=True)
+            append_line(self.files.log, message)
+
+
+def append_line(path: Path, message: str) -> None:
+    """One line at the end of a log file (the run directory may not exist yet: then nothing)."""
+    if path.parent.is_dir():
+        with open(path, "a") as f:
+            f.write(message.rstrip("\n") + "\n")
 
 
 @contextmanager

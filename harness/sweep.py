@@ -118,6 +118,18 @@ class _NoClaim:
         return None
 
 
+def _run_log(cfg: RunConfig, log):
+    """``log`` that also keeps each line in the run's ``log.txt``."""
+    from harness.runtime import append_line
+
+    def both(message: str) -> None:
+        log(message)
+        if log is not _quiet:
+            append_line(cfg.run_dir.log, message)
+
+    return both
+
+
 def _execute_claimed(cfg: RunConfig, ddp, stop_after: int | None, log, head: str):
     """Set an unreadable record aside, write the fingerprint, then run (all under the claim)."""
     from harness.plan import run_fingerprint
@@ -180,12 +192,12 @@ def run_sweep(
             if claim is None:
                 outcome.setdefault("elsewhere", []).append(cfg.run_id)
                 continue
-            start = time.perf_counter()
+            start, run_log = time.perf_counter(), _run_log(cfg, log)
             with claim:
-                record = _execute_claimed(cfg, ddp, stop_after, log, head)
+                record = _execute_claimed(cfg, ddp, stop_after, run_log, head)
             status = "partial" if record is None else record["status"]
             outcome.setdefault(status, []).append(cfg.run_id)
-            _log_outcome(record, status, time.perf_counter() - start, log)
+            _log_outcome(record, status, time.perf_counter() - start, run_log)
     exp_dir = runs[0].run_dir.path.parent
     table = write_table(exp_dir) if ddp.main else None
     if table:

@@ -206,7 +206,7 @@ def evaluate(ctx: RunContext, model: nn.Module, ds, workers: int | None = None) 
 
 def _progress(ctx: RunContext, loader, state: TrainState):
     t = ctx.cfg.train
-    if not (t.progress and ctx.ddp.main):
+    if not (t.progress and ctx.ddp.main and sys.stderr.isatty()):  # bars only on a terminal
         return loader
     from tqdm.auto import tqdm
 

@@ -191,7 +191,8 @@ def test_report_output_errors_and_foreign_bench_json(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_ctrl_c_is_one_line_exit_130_and_the_run_resumes_bitwise(tmp_path):
+@pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_is_one_line_exit_130_and_the_run_resumes_bitwise(tmp_path, signame, code):
     import os
     import signal
     import subprocess
@@ -214,10 +215,10 @@ def test_ctrl_c_is_one_line_exit_130_and_the_run_resumes_bitwise(tmp_path):
     deadline = time.time() + 240
     while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, signame))
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    assert "Traceback" not in err and err.strip().startswith("interrupted:")
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in err and err.strip().startswith(f"interrupted ({signame}):")
     assert len(err.strip().splitlines()) == 1
     again = subprocess.run([*cmd, *run], cwd=root, env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "resuming" in again.stdout

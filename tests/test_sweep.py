@@ -34,6 +34,9 @@ def test_rerun_skips_finished_and_resumes_partial(tmp_path):
     out = run_sweep(runs, log=lambda *_: None)
     assert out == {"skipped": ["variant=swin", "variant=lsla"]}
     assert (runs[0].run_dir.result).read_bytes() == first
+    log_lines = (runs[0].run_dir.log).read_text().splitlines()
+    assert any("variant=swin: resuming" in line for line in log_lines)
+    assert any("epoch 3/3" in line for line in log_lines) and any("top1" in x for x in log_lines)
     table = pd.read_csv(tmp_path / "tiny" / "results.csv")
     assert sorted(table["variant"]) == ["lsla", "swin"] and "metrics.top1" in table
     assert (tmp_path / "tiny" / "results.parquet").exists()
