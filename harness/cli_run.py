@@ -51,6 +51,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="stop each run after this many epochs of this invocation (resume later)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--launcher",
+        choices=("local", "ray", "slurm"),
+        default="local",
+        help="where runs execute: this process (default), Ray tasks, or a SLURM job array",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster to join ('auto', 'ray://host:10001'); default: a local instance",
+    )
+    p.add_argument(
+        "--detach", action="store_true", help="submit and return; follow with 'harness status'"
+    )
 
 
 def _runs(args: argparse.Namespace):
@@ -77,10 +91,62 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 f"seed={r.train.seed} epochs={r.train.epochs}"
             )
         return 0
-    outcome = run_sweep(
-        runs, force=args.force, stop_after=args.stop_after, rerun_changed=args.rerun_changed
-    )
+    if args.launcher == "local":
+        outcome = run_sweep(
+            runs, force=args.force, stop_after=args.stop_after, rerun_changed=args.rerun_changed
+        )
+    else:
+        outcome = _launch(runs, args)
     return exit_code(outcome)
+
+
+def _launch(runs, args: argparse.Namespace) -> dict:
+    """Checks and plan here, runs on Ray or SLURM workers, the table here when they finish."""
+    from harness.results import write_table
+    from harness.runtime import Dist
+    from harness.sweep import start
+
+    if args.stop_after is not None:
+        from harness.config import ConfigError
+
+        raise ConfigError("--stop-after works with the local launcher only")
+    start(runs, args.force, args.rerun_changed, Dist(), print)
+    if args.launcher == "ray":
+        try:
+            from harness.launch import ray_launcher as launcher
+        except ImportError:
+            raise _missing("ray") from None
+        outcome = launcher.launch(runs, args.ray_address, args.detach, print)
+    else:
+        try:
+            from harness.launch import slurm as launcher
+        except ImportError:
+            raise _missing("submitit") from None
+        outcome = launcher.launch(runs, args.detach, print)
+    if not args.detach:
+        table = write_table(runs[0].run_dir.path.parent)
+        print(f"results: {table}" if table else "results: no records yet")
+    return outcome
+
+
+def _missing(package: str) -> Exception:
+    from harness.config import ConfigError
+
+    return ConfigError(
+        f"--launcher needs {package}: pip install 'vit-lsla-harness[cluster]' (ray and submitit)"
+    )
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """The state of every run of an experiment, from its files (any launcher, any machine)."""
+    import pandas as pd
+
+    from harness.launch.progress import Progress, table
+
+    runs = _runs(args)
+    print(pd.DataFrame(table(runs)).to_string(index=False))
+    print(Progress(runs, print).line())
+    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -102,3 +168,6 @@ def add_subcommands(sub) -> None:
     p = sub.add_parser("train", help="run exactly one point of an experiment (DDP via torchrun)")
     _add_common(p)
     p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("status", help="state of every run of an experiment, from its files")
+    _add_common(p)
+    p.set_defaults(func=_cmd_status)

@@ -111,6 +111,19 @@ class MeasureConfig:
     attn_stats: bool = True
 
 
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Where runs execute with ``--launcher ray|slurm`` (ignored by the local launcher)."""
+
+    gpus_per_run: NonNegativeInt | None = None  # None: 1 where CUDA is available, else 0
+    cpus_per_run: PositiveInt = 1  # also the run's torch thread count
+    max_retries: NonNegativeInt = 3  # Ray: re-runs of a task whose worker died
+    partition: str | None = None  # SLURM partition
+    time_min: PositiveInt = 24 * 60  # SLURM time limit per job (a requeued job resumes)
+    array_parallelism: PositiveInt = 64  # SLURM jobs of the array running at once
+    sbatch: dict = field(default_factory=dict)  # extra sbatch options, e.g. {account = "x"}
+
+
 RunName = Annotated[str, Pattern(r"[A-Za-z0-9][A-Za-z0-9_.=+-]*", "letters, digits and _.=+-")]
 
 
@@ -127,6 +140,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     @property
     def run_dir(self) -> RunDir:
@@ -161,6 +175,7 @@ SECTIONS = {
     "data": DataConfig,
     "train": TrainConfig,
     "measure": MeasureConfig,
+    "launch": LaunchConfig,
 }
 TOP_LEVEL = ("experiment", "description", "out_dir", "baseline")
 FILE_KEYS = (*TOP_LEVEL, "grid", *SECTIONS)

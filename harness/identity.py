@@ -65,7 +65,11 @@ def code_version() -> dict[str, Any]:
 def fingerprint(config: dict[str, Any], switches: dict[str, Any]) -> dict[str, Any]:
     """Flat ``key -> value`` of a run's config dict (``RunConfig.to_dict``), its resolved
     attention switches and the code version."""
-    flat = {k: v for k, v in flatten(config).items() if k not in NOT_IDENTITY}
+    flat = {
+        k: v
+        for k, v in flatten(config).items()
+        if k not in NOT_IDENTITY and not k.startswith("launch.")  # where, not what
+    }
     flat.update({f"switches.{k}": v for k, v in switches.items()})
     flat.update(code_version())
     return dict(sorted(flat.items()))

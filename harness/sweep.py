@@ -148,7 +148,7 @@ def _quiet(*_: Any) -> None:
     """The log of ranks other than 0."""
 
 
-def _start(runs: list[RunConfig], force: bool, rerun_changed: bool, ddp, log) -> None:
+def start(runs: list[RunConfig], force: bool, rerun_changed: bool, ddp, log) -> None:
     """Rank 0: check identities, merge the plan, clear forced or changed runs; before training."""
     from harness.plan import check_unchanged, write_plan
 
@@ -180,29 +180,45 @@ def run_sweep(
     outcome: dict[str, list[str]] = {}
     with distributed(runs[0].train.device) as ddp:
         log = log if ddp.main else _quiet
-        _start(runs, force, rerun_changed, ddp, log)
+        start(runs, force, rerun_changed, ddp, log)
         ddp.barrier()
         for i, cfg in enumerate(runs, 1):
-            head, state = f"[{i}/{len(runs)}] {cfg.run_id}", status_of(cfg)
-            if state in DONE_STATUSES:
-                log(f"{head}: {state}, skipped")
-                outcome.setdefault("skipped", []).append(cfg.run_id)
-                continue
-            claim = _claim(cfg, ddp, log, head)
-            if claim is None:
-                outcome.setdefault("elsewhere", []).append(cfg.run_id)
-                continue
-            start, run_log = time.perf_counter(), _run_log(cfg, log)
-            with claim:
-                record = _execute_claimed(cfg, ddp, stop_after, run_log, head)
-            status = "partial" if record is None else record["status"]
+            status = _one(cfg, ddp, stop_after, log, f"[{i}/{len(runs)}] {cfg.run_id}")
             outcome.setdefault(status, []).append(cfg.run_id)
-            _log_outcome(record, status, time.perf_counter() - start, run_log)
     exp_dir = runs[0].run_dir.path.parent
     table = write_table(exp_dir) if ddp.main else None
     if table:
         log(f"results: {table}")
     return outcome
+
+
+def _one(cfg: RunConfig, ddp, stop_after: int | None, log, head: str) -> str:
+    """Skip a done run, else claim and execute it; its outcome (``skipped``, ``elsewhere`` when
+    another worker holds it, ``partial``, or the record's status)."""
+    state = status_of(cfg)
+    if state in DONE_STATUSES:
+        log(f"{head}: {state}, skipped")
+        return "skipped"
+    claim = _claim(cfg, ddp, log, head)
+    if claim is None:
+        return "elsewhere"
+    started, run_log = time.perf_counter(), _run_log(cfg, log)
+    with claim:
+        record = _execute_claimed(cfg, ddp, stop_after, run_log, head)
+    status = "partial" if record is None else record["status"]
+    _log_outcome(record, status, time.perf_counter() - started, run_log)
+    return status
+
+
+def work_on(cfg: RunConfig, log=print) -> str:
+    """One run as a launcher's worker does it (Ray task, SLURM job): claim, execute, release.
+
+    The driver has already checked identities and written the plan (``start``).
+    """
+    from harness.runtime import distributed
+
+    with distributed(cfg.train.device) as ddp:
+        return _one(cfg, ddp, None, log if ddp.main else _quiet, cfg.run_id)
 
 
 def _log_outcome(record: dict[str, Any] | None, status: str, took: float, log) -> None:
