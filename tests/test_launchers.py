@@ -112,3 +112,23 @@ def test_submitit_job_array_matches_local_and_a_preempted_job_resumes(tmp_path):
     assert _comparable(tmp_path / "slurm" / "tiny") == reference
     assert "resuming" in cfg.run_dir.log.read_text()
     assert "Requeued" in "".join(p.read_text() for p in (tmp_path / "slurm").rglob("*_log.*"))
+
+
+def test_a_worker_that_cannot_see_the_output_says_so(tmp_path):
+    from harness.launch.worker import UnsharedOutput, run_task
+
+    with pytest.raises(UnsharedOutput, match="must be on a filesystem every worker sees"):
+        run_task({}, str(tmp_path / "elsewhere" / ".launch-x"), 1)
+
+
+def test_status_shows_every_run_from_files(tmp_path, capsys):
+    exp = tmp_path / "exp.toml"
+    exp.write_text(TEXT)
+    out = ["--out", str(tmp_path)]
+    assert main(["train", str(exp), *out, "--only", "variant=swin-seed=0", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(exp), *out]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any("variant=swin-seed=0" in x and "finished" in x and "3/3" in x for x in lines)
+    assert sum("pending" in x for x in lines[1:-1]) == 3
+    assert lines[-1].startswith("1 done, 0 running, 0 failed, 3 pending")
