@@ -144,16 +144,22 @@ def resolve(name: str, switches: Mapping[str, Any] | None = None, where: str = "
     )
 
 
+def import_public_modules(package_name: str) -> None:
+    """Import every module of a package whose name does not start with ``_`` (its helpers):
+    how one-file-per-entry registries (variants, datasets) find their entries."""
+    package = importlib.import_module(package_name)
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package_name}.{info.name}")
+
+
 def _discover() -> None:
     """Import every public module of this package, then every ``lsla.variants`` entry point."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    package = importlib.import_module(__package__)
-    for info in pkgutil.iter_modules(package.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__package__}.{info.name}")
+    import_public_modules(__package__)
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()  # importing the module runs its @register lines

@@ -17,14 +17,13 @@ skipped, so adding a dataset is one new file.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from variants._config import suggest
+from variants._registry import import_public_modules
 
 
 @dataclass(frozen=True)
@@ -71,13 +70,9 @@ def register(
 
 def _discover() -> None:
     global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    package = importlib.import_module(__package__)
-    for info in pkgutil.iter_modules(package.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__package__}.{info.name}")
+    if not _loaded:
+        _loaded = True
+        import_public_modules(__package__)
 
 
 def names() -> list[str]:
