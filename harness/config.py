@@ -64,6 +64,10 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     recipe: Literal["small", "paper"] = "small"
+    # linear: lr, min_lr and warmup_lr are per lr_reference_batch images and scale with the
+    # global batch (all processes x batch size), as the Swin recipe does
+    lr_scaling: Literal["none", "linear"] = "none"
+    lr_reference_batch: PositiveInt = 512
     epochs: PositiveInt = 10
     seed: int = 0
     lr: NonNegative = 2e-3
@@ -156,8 +160,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     # the Swin / DeiT ImageNet recipe the paper follows (300 epochs at 224)
     "paper": dict(
         epochs=300,
-        lr=1e-3,
-        min_lr=1e-5,
+        lr_scaling="linear",  # Swin: 5e-4 per 512 images (warmup 5e-7, min 5e-6), scaled
+        lr=5e-4,
+        min_lr=5e-6,
+        warmup_lr=5e-7,
         warmup_epochs=20,
         weight_decay=0.05,
         clip_grad=5.0,

@@ -110,6 +110,18 @@ def _data_record(data: Prepared) -> dict[str, Any]:
     }
 
 
+def _schedule_record(ctx: RunContext, trainer: Trainer) -> dict[str, Any]:
+    """The learning rates as configured (per reference batch) and as used (global batch)."""
+    t, used = ctx.cfg.train, trainer.schedule
+    return {
+        "lr_scaling": t.lr_scaling,
+        "global_batch": ctx.cfg.data.batch_size * ctx.ddp.world,
+        "reference_batch": t.lr_reference_batch,
+        **{f"{k}_base": getattr(t, k) for k in ("lr", "min_lr", "warmup_lr")},
+        **{k: getattr(used, k) for k in ("lr", "min_lr", "warmup_lr")},
+    }
+
+
 def evaluate_test(ctx: RunContext, trainer: Trainer, test_ds, state: TrainState) -> dict:
     """Test-split metrics of the final weights (and of the EMA weights when EMA is on)."""
     test = evaluate(ctx, trainer.model, test_ds)
@@ -120,6 +132,8 @@ def evaluate_test(ctx: RunContext, trainer: Trainer, test_ds, state: TrainState)
         "loss": test["loss"],
         "best_val_top1": state.best_top1,
         "epochs": state.epoch,
+        # model selection reads only val; test is scored once, here, on the final weights
+        "test_weights": f"final (epoch {state.epoch})",
     }
     if trainer.ema is not None:
         ema_test = evaluate(ctx, trainer.ema.module, test_ds, workers=0)
@@ -197,6 +211,7 @@ def _run(ctx: RunContext, stop_after: int | None) -> dict[str, Any] | None:
         if state.epoch < ctx.cfg.train.epochs:
             return None  # stopped early on purpose; the checkpoint continues the run
         record.update(status="finished", history=state.history)
+        record["schedule"] = _schedule_record(ctx, trainer)
         record["metrics"] = evaluate_test(ctx, trainer, data.test, state)
         if ctx.ddp.main:
             record.update(measure(ctx, data.model, data.test))

@@ -8,6 +8,7 @@ uninterrupted one (tested). Under ``torchrun`` the loop runs DDP (NCCL on CUDA, 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -41,6 +42,14 @@ def require_finite(metrics: dict[str, float], where: str) -> None:
     if bad:
         shown = ", ".join(f"{k} {v}" for k, v in bad.items())
         raise Diverged(f"{where}: {shown}")
+
+
+def effective_schedule(t: TrainConfig, global_batch: int) -> TrainConfig:
+    """``t`` with its learning rates scaled to ``global_batch`` when ``lr_scaling`` is linear."""
+    if t.lr_scaling == "none":
+        return t
+    f = global_batch / t.lr_reference_batch
+    return dataclasses.replace(t, lr=t.lr * f, min_lr=t.min_lr * f, warmup_lr=t.warmup_lr * f)
 
 
 def lr_at(step: int, total: int, warmup: int, t: TrainConfig) -> float:
@@ -83,6 +92,7 @@ class Trainer:
     scaler: torch.amp.GradScaler
     ema: Any  # timm ModelEmaV3 or None
     mixup: Any  # timm Mixup or None
+    schedule: TrainConfig  # the recipe with its learning rates scaled to the global batch
     total_steps: int  # of the whole schedule (all epochs)
     warmup_steps: int
 
@@ -234,7 +244,7 @@ def train_epoch(ctx: RunContext, trainer: Trainer, train_ds, state: TrainState) 
     loss_sum, n = 0.0, 0
     for x, y in loader:
         x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-        lr = lr_at(state.step, trainer.total_steps, trainer.warmup_steps, t)
+        lr = lr_at(state.step, trainer.total_steps, trainer.warmup_steps, trainer.schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = _loss(ctx, trainer, x, y)
@@ -267,6 +277,7 @@ def build_trainer(ctx: RunContext, model: nn.Module, train_ds) -> Trainer:
             f"data.batch_size={data.batch_size} is larger than the training set "
             f"({len(train_ds)} images per process)"
         )
+    schedule = effective_schedule(t, data.batch_size * ctx.ddp.world)
     ema = None
     if t.ema:
         from timm.utils import ModelEmaV3
@@ -275,10 +286,11 @@ def build_trainer(ctx: RunContext, model: nn.Module, train_ds) -> Trainer:
     return Trainer(
         model=model,
         net=nn.parallel.DistributedDataParallel(model) if ctx.ddp.enabled else model,
-        optimizer=torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr),
+        optimizer=torch.optim.AdamW(param_groups(model, t.weight_decay), lr=schedule.lr),
         scaler=torch.amp.GradScaler(ctx.device.type, enabled=ctx.precision == "fp16"),
         ema=ema,
         mixup=make_mixup(t, train_ds.num_classes),
+        schedule=schedule,
         total_steps=steps * t.epochs,
         warmup_steps=steps * t.warmup_epochs,
     )

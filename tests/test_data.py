@@ -97,19 +97,25 @@ def test_corrupt_jpeg_fails_or_is_skipped_and_counted(tmp_path):
 @pytest.mark.parametrize("maker", [make_mini_csv, make_mini_folders], ids=["csv", "folders"])
 def test_mini_imagenet_resplit_is_seeded_recorded_and_disjoint(tmp_path, maker):
     root = maker(tmp_path / "mini", per_class=4)
-    kw = dict(train_per_class=3, test_per_class=1)
+    kw = dict(train_per_class=3, test_per_class=1, val_per_class=1)
     train = mini_imagenet(root, "train", split_seed=0, **kw)
+    val = mini_imagenet(root, "val", split_seed=0, **kw)
     test = mini_imagenet(root, "test", split_seed=0, **kw)
-    assert (len(train), len(test), train.num_classes) == (300, 100, 100)
-    assert not {p for p, _ in train.samples} & {p for p, _ in test.samples}
-    assert np.bincount(train.targets).tolist() == [3] * 100
-    assert train.split_info["counts"] == {"train": 300, "test": 100}
+    assert (len(train), len(val), len(test), train.num_classes) == (200, 100, 100, 100)
+    files = [{p for p, _ in ds.samples} for ds in (train, val, test)]
+    assert not (files[0] & files[1] or files[0] & files[2] or files[1] & files[2])
+    assert np.bincount(train.targets).tolist() == [2] * 100
+    assert train.split_info["counts"] == {"train": 200, "val": 100, "test": 100}
+    without_val = mini_imagenet(
+        root, "test", split_seed=0, train_per_class=3, test_per_class=1, val_per_class=0
+    )
+    assert test.samples == without_val.samples  # carving val out of train leaves test as it was
     again = mini_imagenet(root, "train", split_seed=0, **kw)
     other = mini_imagenet(root, "train", split_seed=1, **kw)
     assert again.samples == train.samples
     assert again.split_info["sha256"] == train.split_info["sha256"]
     assert other.split_info["sha256"] != train.split_info["sha256"]
-    assert len(train.split_files["train"]) == 300 and len(train.split_files["test"]) == 100
+    assert len(train.split_files["val"]) == 100 and len(train.split_files["test"]) == 100
 
 
 def test_mini_imagenet_errors(tmp_path):
@@ -118,7 +124,7 @@ def test_mini_imagenet_errors(tmp_path):
         mini_imagenet(root, "train", train_per_class=1, test_per_class=1)
     root = make_mini_folders(tmp_path / "m100", per_class=2)
     with pytest.raises(DataError, match="has 2 images, fewer than .* = 3"):
-        mini_imagenet(root, "train", train_per_class=2, test_per_class=1)
+        mini_imagenet(root, "train", train_per_class=2, test_per_class=1, val_per_class=1)
     csv_root = make_mini_csv(tmp_path / "csv", per_class=1)
     (csv_root / "images" / f"n{1000000:08d}{1:08d}.jpg").unlink()
     with pytest.raises(DataError, match=r"train.csv:2: image .* not found"):
@@ -178,10 +184,10 @@ def test_mini_imagenet_repeated_csv_rows_are_dropped_and_splits_stay_disjoint(tm
     for name in ("train.csv", "test.csv"):
         rows = (root / name).read_text().splitlines(keepends=True)
         _append(root / name, rows[1:])  # every row listed twice
-    train = mini_imagenet(root, "train", train_per_class=4, test_per_class=2)
-    test = mini_imagenet(root, "test", train_per_class=4, test_per_class=2)
+    train = mini_imagenet(root, "train", train_per_class=4, test_per_class=2, val_per_class=1)
+    test = mini_imagenet(root, "test", train_per_class=4, test_per_class=2, val_per_class=1)
     assert not {p for p, _ in train.samples} & {p for p, _ in test.samples}
-    assert len(train) == 400 and len(test) == 200
+    assert len(train) == 300 and len(test) == 200
     assert "dropped" in capsys.readouterr().err
 
 

@@ -168,8 +168,8 @@ def test_end_to_end_on_synthetic_real_layouts(tmp_path, dataset):
         root = make_ip102(tmp_path / "data", per_split=(24, 8, 8))
         extra = []
     else:
-        root = make_mini_folders(tmp_path / "data", per_class=3)
-        extra = ["data.train_per_class=2", "data.test_per_class=1"]
+        root = make_mini_folders(tmp_path / "data", per_class=4)
+        extra = ["data.train_per_class=3", "data.val_per_class=1", "data.test_per_class=1"]
     cfg = tiny(
         tmp_path / "runs",
         f"data.name='{dataset}'",
@@ -184,5 +184,29 @@ def test_end_to_end_on_synthetic_real_layouts(tmp_path, dataset):
     assert record["data"]["num_classes"] == (102 if dataset == "ip102" else 100)
     if dataset == "mini_imagenet":
         split = read_json(cfg.run_dir.split)
-        assert split["counts"] == {"train": 200, "test": 100}
+        assert split["counts"] == {"train": 200, "val": 100, "test": 100}
         assert len(split["files"]["train"]) == 200 and split["sha256"]
+        assert record["data"]["val_size"] == 48  # limit_test caps it; never a test image
+        val, test = set(split["files"]["val"]), set(split["files"]["test"])
+        assert val and not val & test
+
+
+@pytest.mark.parametrize("world, expected", [(1, 1.25e-4), (2, 2.5e-4)])
+def test_paper_recipe_scales_lr_with_the_global_batch(world, expected):
+    """Swin's 5e-4 per 512 images: batch 128 on 1 process is 1.25e-4, on 2 processes 2.5e-4."""
+    cfg = load_experiment(text=TINY, overrides=["train.recipe='paper'", "data.batch_size=128"])[0]
+    used = train_mod.effective_schedule(cfg.train, cfg.data.batch_size * world)
+    assert used.lr == pytest.approx(expected)
+    assert used.min_lr == pytest.approx(expected / 100)
+    assert used.warmup_lr == pytest.approx(expected / 1000)
+    assert cfg.train.lr == 5e-4  # the configured value stays per 512 images
+
+
+def test_record_keeps_base_and_effective_learning_rates(tmp_path):
+    cfg = tiny(tmp_path, "measure.throughput=false", "measure.attn_stats=false",
+               "train.lr_scaling='linear'", "train.epochs=1")[0]  # fmt: skip
+    record = execute(cfg)
+    schedule = record["schedule"]
+    assert schedule["global_batch"] == 16 and schedule["lr_base"] == 2e-3
+    assert schedule["lr"] == pytest.approx(2e-3 * 16 / 512)
+    assert record["metrics"]["test_weights"] == "final (epoch 1)"

@@ -8,8 +8,10 @@ Two layouts are recognised:
 * Folder per class: ``ROOT/<wnid>/*.jpg`` (one folder per class).
 
 All classes are then re-split per class: files sorted, shuffled with ``split_seed``, the first
-``train_per_class`` go to train and the next ``test_per_class`` to test (defaults 500 / 100).
-``split_manifest`` returns exactly which files went where, for the run record.
+``train_per_class`` are for training, of which the last ``val_per_class`` are held out for
+validation (model selection reads only these), and the next ``test_per_class`` go to test
+(defaults 500 / 50 / 100: 450 train, 50 val, 100 test per class). ``split_manifest`` returns
+exactly which files went where, for the run record.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from harness.datasets._registry import register
 from variants._config import Range
 
 NUM_CLASSES = 100
-SPLITS = ("train", "val", "test")  # val is the test split (the benchmark has no separate val)
+SPLITS = ("train", "val", "test")  # val is carved from the training images, seeded
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
@@ -110,13 +112,26 @@ def resplit(
     test_per_class: int,
     seed: int,
     num_classes: int = NUM_CLASSES,
+    val_per_class: int = 0,
 ) -> dict[str, list[tuple[str, int]]]:
+    """Per class, seeded: ``train_per_class`` images for training, of which the last
+    ``val_per_class`` are held out as validation, and the next ``test_per_class`` for test.
+
+    The test split does not depend on ``val_per_class``: carving validation out of the training
+    block keeps test results comparable with runs made before there was a validation split.
+    """
     if len(by_class) != num_classes:
         raise DataError(
             f"Mini-ImageNet: class-count mismatch: found {len(by_class)} classes, "
             f"expected {num_classes}"
         )
-    splits: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
+    if val_per_class >= train_per_class:
+        raise DataError(
+            f"Mini-ImageNet: val_per_class={val_per_class} must be smaller than "
+            f"train_per_class={train_per_class} (validation is carved from the training images)"
+        )
+    splits: dict[str, list[tuple[str, int]]] = {"train": [], "val": [], "test": []}
+    keep = train_per_class - val_per_class
     for label, wnid in enumerate(sorted(by_class)):
         files = sorted(by_class[wnid])
         need = train_per_class + test_per_class
@@ -126,7 +141,8 @@ def resplit(
                 f"train_per_class + test_per_class = {need}"
             )
         random.Random(f"{seed}-{wnid}").shuffle(files)
-        splits["train"] += [(f, label) for f in files[:train_per_class]]
+        splits["train"] += [(f, label) for f in files[:keep]]
+        splits["val"] += [(f, label) for f in files[keep:train_per_class]]
         splits["test"] += [(f, label) for f in files[train_per_class:need]]
     check_splits("Mini-ImageNet", splits)
     return splits
@@ -145,7 +161,8 @@ def split_manifest(splits: dict[str, list[tuple[str, int]]]) -> dict[str, object
 class Options:
     """Mini-ImageNet's own [data] keys: how many images per class each split gets."""
 
-    train_per_class: Annotated[int, Range(1)] = 500
+    train_per_class: Annotated[int, Range(2)] = 500  # training + validation images per class
+    val_per_class: Annotated[int, Range(1)] = 50  # carved from the training images
     test_per_class: Annotated[int, Range(1)] = 100
 
 
@@ -159,6 +176,7 @@ def load(split: str, transform: Callable | None, data: Any, options: Options) ->
         train_per_class=options.train_per_class,
         test_per_class=options.test_per_class,
         split_seed=data.split_seed,
+        val_per_class=options.val_per_class,
     )
 
 
@@ -171,15 +189,18 @@ def mini_imagenet(
     test_per_class: int = 100,
     split_seed: int = 0,
     num_classes: int = NUM_CLASSES,
+    val_per_class: int = 50,
 ) -> ImageList:
     if split not in SPLITS:
         raise ValueError(
             f"Mini-ImageNet split {split!r} is not valid; choices: {', '.join(SPLITS)}"
         )
     by_class = scan(root)
-    splits = resplit(by_class, train_per_class, test_per_class, split_seed, num_classes)
+    splits = resplit(
+        by_class, train_per_class, test_per_class, split_seed, num_classes, val_per_class
+    )
     ds = ImageList(
-        splits["train" if split == "train" else "test"],
+        splits[split],
         num_classes,
         transform,
         corrupt,
@@ -191,6 +212,7 @@ def mini_imagenet(
         **split_manifest(splits),
         "seed": split_seed,
         "train_per_class": train_per_class,
+        "val_per_class": val_per_class,
         "test_per_class": test_per_class,
     }
     return ds
