@@ -14,9 +14,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.layout import ExperimentDir, RunDir
 from harness.results import atomic_write_text
 from reports import plots, tables
-from reports.load import bench_frame, find_bench_files, list_frame, load_records, runs_frame
+from reports.load import (
+    bench_frame,
+    find_bench_files,
+    list_frame,
+    load_records,
+    planned_runs,
+    runs_frame,
+)
 from reports.metrics import METRICS
 
 CSS = """
@@ -76,18 +84,32 @@ def _metric_columns(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
         values = t[m.column] * m.scale
         if m.ci:
             cis = t[f"{m.column}_ci"] * m.scale
-            t[shown] = [
-                f"{v:.2f} ± {c:.2f}" if pd.notna(c) else (f"{v:.2f}" if pd.notna(v) else "—")
-                for v, c in zip(values, cis, strict=True)
-            ]
+            t[shown] = [_with_interval(v, c) for v, c in zip(values, cis, strict=True)]
             cols[shown] = f"{m.label} (mean ± 95% CI)"
         else:
             t[shown] = values
             cols[shown] = m.label
-        if m.delta:
+        if m.delta == "diff" and m.ci:
+            d = m.delta_column
+            t[f"{d}_shown"] = [
+                "—" if base else _with_interval(v, c, signed=True)
+                for v, c, base in zip(t[d], t[f"{d}_ci"], t["baseline"], strict=True)
+            ]
+            cols[f"{d}_shown"] = f"{m.delta_label} (paired by seed, 95% CI)"
+            cols[f"{d}_verdict"] = "vs baseline"
+        elif m.delta:
             cols[m.delta_column] = m.delta_label
     cols["other_status"] = "other"
     return t, cols
+
+
+def _with_interval(value, half, signed: bool = False) -> str:
+    if value is None or pd.isna(value):
+        return "—"
+    text = f"{value:+.2f}" if signed else f"{value:.2f}"
+    return (
+        f"{text} ± {half:.2f}" if half is not None and pd.notna(half) else f"{text} (no interval)"
+    )
 
 
 def ablation_section(table: pd.DataFrame) -> str:
@@ -218,11 +240,39 @@ def runs_section(records: list[dict]) -> str:
 
 def _header(records: list[dict], results_dir: str | Path) -> str:
     exps = sorted({r.get("experiment", "") for r in records}) or ["(none)"]
-    commits = sorted({str((r.get("env") or {}).get("git_commit")) for r in records})
+    commits = sorted({c for r in records if (c := (r.get("env") or {}).get("git_commit"))})
     return (
         f"<h1>ViT-LSLA ablation report: {html.escape(', '.join(exps))}</h1>"
         f"<p class='muted'>{len(records)} runs from {html.escape(str(results_dir))}; generated "
-        f"{dt.datetime.now():%Y-%m-%d %H:%M}; commits {html.escape(', '.join(commits))}</p>"
+        f"{dt.datetime.now():%Y-%m-%d %H:%M}; "
+        f"commits {html.escape(', '.join(commits) or 'not recorded')}</p>"
+    )
+
+
+def status_section(records: list[dict], planned: list[dict]) -> str:
+    """Every run planned or recorded, with its status and, when it did not finish, why."""
+    rows = {(r.get("experiment"), r.get("run_id")): r for r in records}
+    table = [
+        {"run": f"{r.get('experiment')}/{r.get('run_id')}", "status": r.get("status"),
+         "reason": (r.get("error") or "")[:300]}
+        for r in records
+    ]  # fmt: skip
+    table += [
+        {"run": f"{p['experiment']}/{p['run_id']}", "status": "pending", "reason": "no record yet"}
+        for p in planned
+        if (p["experiment"], p["run_id"]) not in rows
+    ]
+    if not table:
+        return "<p class='muted'>no runs</p>"
+    frame = pd.DataFrame(table)
+    counts = frame["status"].value_counts()
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
+    order = {"failed": 0, "diverged": 1, "oom": 2, "pending": 3, "finished": 4}
+    frame = frame.sort_values("status", key=lambda s: s.map(order).fillna(5), kind="stable")
+    return (
+        f"<p><b>{len(frame)} runs: {html.escape(summary)}.</b> Only finished runs enter the "
+        "tables below.</p><details open><summary>run status</summary>"
+        f"{html_table(frame, {'run': 'run', 'status': 'status', 'reason': 'reason'})}</details>"
     )
 
 
@@ -243,6 +293,8 @@ def build(results_dir: str | Path, bench_paths: list[str] | None = None) -> str:
     paper = tables.paper_comparison(runs)
     sections = [
         _header(records, results_dir),
+        "<h2>Run status</h2>",
+        status_section(records, planned_runs(results_dir)),
         "<h2>Ablation table</h2>",
         ablation_section(table),
         "<h2>Paper's numbers beside ours</h2>",
@@ -289,6 +341,15 @@ def main(argv: list[str] | None = None) -> int:
     missing = [b for b in args.bench if not Path(b).is_file()]
     if missing:
         print(f"error: benchmark file {missing[0]!r} does not exist", file=sys.stderr)
+        return 2
+    root = Path(args.results_dir)
+    names = (RunDir(Path()).result.name, ExperimentDir(Path()).plan.name)
+    if not any(next(root.rglob(name), None) for name in names):
+        print(
+            f"error: no results under {args.results_dir!r} (no result.json or experiment.json); "
+            "run a sweep first, or point at the folder it wrote (e.g. runs/default)",
+            file=sys.stderr,
+        )
         return 2
     out = Path(args.output)
     if out.is_dir():

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.layout import ExperimentDir
 from harness.results import arm_of, iter_records
 from reports.metrics import METRICS
 
@@ -22,6 +23,24 @@ def load_records(root: str | Path) -> list[dict[str, Any]]:
     return sorted(
         records, key=lambda r: (r.get("experiment", ""), (r.get("config") or {}).get("order", 0))
     )
+
+
+def planned_runs(root: str | Path) -> list[dict[str, Any]]:
+    """``(experiment, run_id, arm)`` of every run the experiments below ``root`` planned."""
+    plan_name = ExperimentDir(Path()).plan.name
+    planned = []
+    for path in sorted(Path(root).rglob(plan_name)):
+        try:
+            runs = json.loads(path.read_text()).get("runs", [])
+        except (OSError, ValueError, AttributeError):
+            print(f"warning: {path} is unreadable; its pending runs are not shown", file=sys.stderr)
+            continue
+        planned += [
+            {"experiment": r.get("experiment"), "run_id": r.get("run_id"), "arm": r.get("arm")}
+            for r in runs
+            if isinstance(r, dict)
+        ]
+    return planned
 
 
 def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -39,6 +58,7 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "variant": r.get("variant"),
                 "seed": r.get("seed"),
                 "status": r.get("status"),
+                "img_size": r.get("img_size"),
                 **{m.column: m.read(r) for m in METRICS},
                 "form": (r.get("switches") or {}).get("form"),
                 "inner_bias": (r.get("switches") or {}).get("inner_bias"),

@@ -13,6 +13,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from reports.stats import t_interval  # noqa: E402  the tables' interval, in every plot
+
 sns.set_theme(style="whitegrid", context="notebook")
 
 
@@ -55,7 +57,7 @@ def scatter(table: pd.DataFrame, x: str, xlabel: str, title: str, logx: bool = F
 
 
 def curves(df: pd.DataFrame) -> str | None:
-    """Validation top-1 and training loss per epoch, mean and 95% band over seeds."""
+    """Validation top-1 and training loss per epoch, mean and 95% t-band over seeds."""
     if df.empty or "val_top1" not in df:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
@@ -66,7 +68,7 @@ def curves(df: pd.DataFrame) -> str | None:
         hue="arm",
         style="dataset",
         ax=axes[0],
-        errorbar=("ci", 95),
+        errorbar=t_interval,
         legend=False,
     )
     sns.lineplot(
@@ -76,7 +78,7 @@ def curves(df: pd.DataFrame) -> str | None:
         hue="arm",
         style="dataset",
         ax=axes[1],
-        errorbar=("ci", 95),
+        errorbar=t_interval,
     )
     axes[0].set(ylabel="val top-1 (%)", title="validation accuracy")
     axes[1].set(ylabel="train loss", title="training loss", yscale="log")
@@ -102,7 +104,7 @@ def attention_stats(df: pd.DataFrame) -> str | None:
             hue="arm",
             marker="o",
             ax=ax,
-            errorbar=("ci", 95),
+            errorbar=t_interval,
             legend=i == 2,
         )
         ax.set(xlabel="attention layer (depth)", ylabel=label, title=label)

@@ -2,45 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from reports.metrics import METRICS
-
-# Student-t 0.975 quantiles for df = 1..30 (beyond: normal 1.96); avoids a scipy dependency.
-_T975 = [
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-]
+from reports.stats import holm, paired_difference, t_halfwidth, verdict
 
 # What the paper reports (top-1 %, params, GMACs); "-" where it gives no number.
 PAPER = pd.DataFrame(
@@ -74,13 +39,9 @@ PAPER = pd.DataFrame(
 
 
 def ci95(values: pd.Series) -> float:
-    """Half-width of the 95% confidence interval of the mean (t-distribution); NaN for n < 2."""
-    v = values.dropna()
-    n = len(v)
-    if n < 2:
-        return float("nan")
-    t = _T975[n - 2] if n - 1 <= len(_T975) else 1.96
-    return t * v.std(ddof=1) / math.sqrt(n)
+    """Half-width of the 95% t-interval of the mean (``reports.stats``); NaN for n < 2."""
+    half = t_halfwidth(list(values.dropna()))
+    return float("nan") if half is None else half
 
 
 def choose_baseline(arms: pd.DataFrame) -> str | None:
@@ -121,8 +82,9 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
     )
     table = firsts.join(agg, how="left").join(status.rename("other_status"))
     table = table.reset_index()
+    table["seeds"] = table["seeds"].fillna(0).astype(int)
     parts = []
-    for _, group in table.groupby("dataset", sort=False):
+    for ds, group in table.groupby("dataset", sort=False):
         group = group.copy()
         base = choose_baseline(group)
         ref = group[group["arm"] == base].iloc[0]
@@ -130,8 +92,34 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
         for m in METRICS:
             if m.delta:
                 group[m.delta_column] = _delta(m.delta, group[m.column], ref[m.column])
+            if m.delta == "diff" and m.ci:
+                _paired(group, done[done["dataset"] == ds], m.column, base)
         parts.append(group)
     return pd.concat(parts, ignore_index=True)
+
+
+def _paired(group: pd.DataFrame, runs: pd.DataFrame, column: str, base: str) -> None:
+    """Paired-by-seed differences to the baseline arm, Holm-corrected across the other arms."""
+
+    def by_seed(arm: str) -> dict[int, float]:
+        rows = runs[runs["arm"] == arm].dropna(subset=[column])
+        return dict(zip(rows["seed"].astype(int), rows[column].astype(float), strict=True))
+
+    base_values = by_seed(base)
+    results = [paired_difference(by_seed(arm), base_values) for arm in group["arm"]]
+    is_base = (group["arm"] == base).tolist()
+    adjusted = holm(
+        [r["p"] if not b else float("nan") for r, b in zip(results, is_base, strict=True)]
+    )
+    name = f"d_{column}"
+    group[name] = [r["mean"] for r in results]
+    group[f"{name}_ci"] = [r["ci"] for r in results]
+    group[f"{name}_p"] = [r["p"] for r in results]
+    group[f"{name}_p_holm"] = adjusted
+    group[f"{name}_verdict"] = [
+        "baseline" if b else verdict(r["mean"], r["ci"], p, r["n"])
+        for r, p, b in zip(results, adjusted, is_base, strict=True)
+    ]
 
 
 def _delta(kind: str, values: pd.Series, ref: float) -> pd.Series:
@@ -140,6 +128,21 @@ def _delta(kind: str, values: pd.Series, ref: float) -> pd.Series:
     if kind == "pct":
         return 100 * (values / ref - 1)
     return values / ref
+
+
+PAPER_IMG_SIZE = 224
+
+
+def _ours(top1: pd.Series, ran: pd.DataFrame) -> str:
+    """Our top-1 at the paper's image size, or why there is none to show beside the paper's."""
+    if len(top1) >= 2:
+        return f"{top1.mean():.1f} ± {ci95(top1):.1f} (n={len(top1)})"
+    if len(top1) == 1:
+        return f"{top1.iloc[0]:.1f} (1 seed, no interval)"
+    if len(ran):
+        sizes = ", ".join(str(int(s)) for s in sorted(ran["img_size"].dropna().unique()))
+        return f"only at {sizes} px (not comparable)"
+    return "not run"
 
 
 def paper_comparison(runs: pd.DataFrame) -> pd.DataFrame:
@@ -156,18 +159,16 @@ def paper_comparison(runs: pd.DataFrame) -> pd.DataFrame:
             "paper GMACs": p["gmacs"],
             "our preset": p["ours"] or "-",
         }
-        mine = (
+        ran = (
             runs[(runs["model"] == p["ours"]) & (runs["status"] == "finished")]
             if p["ours"]
             else runs.iloc[0:0]
         )
+        mine = ran[ran["img_size"] == PAPER_IMG_SIZE] if "img_size" in ran else ran
         for ds, col in (("ip102", "ours IP102"), ("mini_imagenet", "ours Mini-ImageNet")):
-            sel = mine[mine["dataset"] == ds]["top1"]
-            row[col] = (
-                f"{sel.mean():.1f} ± {ci95(sel):.1f} (n={len(sel)})" if len(sel) else "not run"
-            )
-        row["our params (M)"] = mine["params"].iloc[0] / 1e6 if len(mine) else None
-        row["our GMACs"] = mine["gmacs"].iloc[0] if len(mine) else None
+            row[col] = _ours(mine[mine["dataset"] == ds]["top1"], ran[ran["dataset"] == ds])
+        row["our params (M)"] = ran["params"].iloc[0] / 1e6 if len(ran) else None
+        row["our GMACs at 224 px"] = mine["gmacs"].iloc[0] if len(mine) else None
         rows.append(row)
     return pd.DataFrame(rows)
 

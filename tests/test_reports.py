@@ -231,6 +231,50 @@ def _chromium() -> str | None:
 def test_report_renders_in_headless_chromium(results, tmp_path):
     out = tmp_path / "report.html"
     assert main([str(results), "-o", str(out)]) == 0
+    dom = _render(out, tmp_path)
+    import re
+
+    ok = int(re.search(r'data-images-ok="(\d+)"', dom).group(1))
+    total = int(re.search(r'data-images-total="(\d+)"', dom).group(1))
+    tables = int(re.search(r'data-tables="(\d+)"', dom).group(1))
+    assert total >= 7 and ok == total, (ok, total)
+    assert tables >= 4
+
+
+def _with_unfinished_runs(results: Path) -> None:
+    """One failed and one diverged record, and a planned run with no record (pending)."""
+    for status, seed, error in (
+        ("failed", 7, "DataError: bad.jpg"),
+        ("diverged", 8, "loss is nan"),
+    ):
+        record = _record("lsla", seed, 0.0)
+        record.update(status=status, error=error, run_id=f"variant=lsla-seed={seed}")
+        del record["metrics"]
+        d = results / record["run_id"]
+        d.mkdir()
+        (d / "result.json").write_text(json.dumps(record))
+    plan = {"runs": [{"experiment": "fx", "run_id": "variant=lsla-seed=9", "arm": "lsla"}]}
+    (results / "experiment.json").write_text(json.dumps(plan))
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no headless Chromium (apt-get install chromium)")
+def test_report_shows_failed_diverged_and_pending_runs(results, tmp_path):
+    _with_unfinished_runs(results)
+    out = tmp_path / "report.html"
+    assert main([str(results), "-o", str(out)]) == 0
+    dom = _render(out, tmp_path)
+    assert "9 runs: 6 finished, 1 failed, 1 diverged, 1 pending" in dom
+    for text in ("fx/variant=lsla-seed=7", "DataError: bad.jpg", "loss is nan", "no record yet"):
+        assert text in dom, text
+    assert "nan (n=" not in dom and ">None<" not in dom
+
+
+def test_report_cli_refuses_a_folder_without_results(tmp_path, capsys):
+    assert main([str(tmp_path), "-o", str(tmp_path / "r.html")]) == 2
+    assert "no results under" in capsys.readouterr().err
+
+
+def _render(out: Path, tmp_path: Path) -> str:
     cmd = [
         _chromium(),
         "--headless",
@@ -248,14 +292,7 @@ def test_report_renders_in_headless_chromium(results, tmp_path):
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    dom = proc.stdout
-    import re
-
-    ok = int(re.search(r'data-images-ok="(\d+)"', dom).group(1))
-    total = int(re.search(r'data-images-total="(\d+)"', dom).group(1))
-    tables = int(re.search(r'data-tables="(\d+)"', dom).group(1))
-    assert total >= 7 and ok == total, (ok, total)
-    assert tables >= 4
+    return proc.stdout
 
 
 def test_report_of_an_empty_results_dir_still_shows_the_paper_numbers(tmp_path):
