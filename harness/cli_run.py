@@ -84,6 +84,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     runs = _runs(args)
     if args.dry_run:
+        from harness.data import check_data
+
+        check_data(runs, print)
         for r in runs:
             print(
                 f"{r.experiment}/{r.run_id}  [{status_of(r)}]  model={r.model.preset} "
@@ -161,7 +164,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return _cmd_sweep(args)
 
 
+def _cmd_data_verify(args: argparse.Namespace) -> int:
+    """Check every dataset of an experiment now, in seconds (``--decode``: open every image)."""
+    from harness.data import verify
+
+    runs, seen, bad = _runs(args), set(), []
+    for run in runs:
+        key = repr(run.data)
+        if key in seen:
+            continue
+        seen.add(key)
+        report = verify(run.data, run.train, decode=args.decode)
+        sizes = ", ".join(f"{k} {v}" for k, v in report.items() if k != "bad")
+        print(f"{run.data.name}{f' ({run.data.root})' if run.data.root else ''}: {sizes}")
+        bad += report.get("bad", [])
+    for path, reason in bad:
+        print(f"bad image: {path}: {reason}")
+    if bad:
+        print(f"{len(bad)} image(s) do not decode: remove them, or set data.corrupt='skip'")
+    return 1 if bad else 0
+
+
 def add_subcommands(sub) -> None:
+    p = sub.add_parser("data", help="dataset tools: 'data verify EXP.toml [--decode]'")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    v = data_sub.add_parser("verify", help="check roots, split files, classes and every image")
+    _add_common(v)
+    v.add_argument("--decode", action="store_true", help="also open every image (slower)")
+    v.set_defaults(func=_cmd_data_verify)
     p = sub.add_parser("sweep", help="run every point of an experiment grid (resumable)")
     _add_common(p)
     p.set_defaults(func=_cmd_sweep)

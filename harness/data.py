@@ -3,6 +3,8 @@ with the recipe's transform and the ``limit_*`` caps applied."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from harness import datasets
 from harness.config import DataConfig, TrainConfig
 from harness.transforms import build_transform
@@ -22,6 +24,59 @@ def build_dataset(data: DataConfig, train: TrainConfig, split: str):
     if limit is not None and limit < len(ds):
         _truncate(ds, limit)
     return ds
+
+
+def verify(data: DataConfig, train: TrainConfig, decode: bool = False) -> dict[str, object]:
+    """Build every split as a run would (root, split files, class count, each listed image on
+    disk: errors name the file and line); with ``decode``, also open every image.
+
+    Returns the split sizes and, with ``decode``, ``bad``: ``[(file, reason)]``.
+    """
+    spec = datasets.get(data.name)
+    options = spec.options(**data.options)
+    splits = {s: spec.load(s, None, data, options) for s in ("train", "val", "test")}
+    report: dict[str, object] = {s: len(ds) for s, ds in splits.items()}
+    if decode:
+        report["bad"] = [bad for ds in splits.values() for bad in _undecodable(ds)]
+    return report
+
+
+def check_data(runs, log) -> None:
+    """``verify`` each distinct dataset of ``runs`` once, before anything trains."""
+    import json
+
+    seen = set()
+    for run in runs:
+        key = json.dumps(dataclasses.asdict(run.data), sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            sizes = verify(run.data, run.train)
+            shown = ", ".join(f"{k} {v}" for k, v in sizes.items())
+            log(f"data: {run.data.name}{f' ({run.data.root})' if run.data.root else ''}: {shown}")
+
+
+def _undecodable(ds) -> list[tuple[str, str]]:
+    from harness.datasets._images import DECODE_ERRORS, load_rgb
+
+    if not hasattr(ds, "samples"):
+        return []  # in-memory arrays: nothing to decode
+    bad = []
+    for path, _ in _progress(ds.samples, f"decoding {ds.name}"):
+        try:
+            load_rgb(path)
+        except DECODE_ERRORS as exc:
+            bad.append((path, f"{type(exc).__name__}: {exc}"))
+    return bad
+
+
+def _progress(items, desc: str):
+    import sys
+
+    if not sys.stderr.isatty():
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, file=sys.stderr, leave=False)
 
 
 def _truncate(ds, limit: int) -> None:

@@ -150,10 +150,12 @@ def _quiet(*_: Any) -> None:
 
 def start(runs: list[RunConfig], force: bool, rerun_changed: bool, ddp, log) -> None:
     """Rank 0: check identities, merge the plan, clear forced or changed runs; before training."""
+    from harness.data import check_data
     from harness.plan import check_unchanged, write_plan
 
     if not ddp.main:
         return
+    check_data(runs, log)
     reset = runs if force else check_unchanged(runs, rerun_changed, log)
     write_plan(runs)
     _notes(runs, log)

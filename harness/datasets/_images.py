@@ -39,6 +39,25 @@ def require_file(path: Path, what: str, expected: str) -> Path:
     return path
 
 
+ARCHIVES = (".tar", ".tar.gz", ".tgz", ".zip", ".rar", ".7z")
+
+
+def require_images_dir(root: Path, what: str) -> Path:
+    """``root/images``, or an error that says what is there instead (an archive, ``Images/``)."""
+    images = root / "images"
+    if images.is_dir():
+        return images
+    near = [p.name for p in sorted(root.iterdir()) if p.name.lower().startswith("images")]
+    archives = [n for n in near if n.lower().endswith(ARCHIVES)]
+    if archives:
+        hint = f"extract {archives[0]} into {images}"
+    elif near:
+        hint = f"rename {near[0]!r} to 'images' (the name is case-sensitive)"
+    else:
+        hint = "the images are expected in an 'images' folder"
+    raise DataError(f"{what}: no {str(images)!r}; {hint}")
+
+
 def _examples(items: list[str]) -> str:
     shown = ", ".join(repr(i) for i in items[:3])
     return shown + (f" and {len(items) - 3} more" if len(items) > 3 else "")

@@ -19,6 +19,7 @@ from harness.datasets._images import (
     check_splits,
     require_dir,
     require_file,
+    require_images_dir,
 )
 from harness.datasets._registry import NoOptions, register
 
@@ -51,7 +52,7 @@ def read_classes(path, expected: int = NUM_CLASSES) -> list[str]:
 def read_split(root, split: str, num_classes: int = NUM_CLASSES) -> list[tuple[str, int]]:
     """``(image path, label)`` pairs of one split file, every line checked."""
     split_file = require_file(root / f"{split}.txt", "IP102", "lines like '00002.jpg 0'")
-    images = root / "images"
+    images = require_images_dir(root, "IP102")
     samples = []
     with open(split_file) as f:
         for lineno, raw in enumerate(f, 1):
