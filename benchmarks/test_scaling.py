@@ -21,7 +21,7 @@ SIDES = [8, 16, 24, 32, 48]
 def attention_bytes(attn, x) -> int:
     with torch.inference_mode(), recording(attn) as layers:
         attn(x)
-        return sum(m.last_attn.numel() * m.last_attn.element_size() for _, m in layers)
+        return sum(m.record.weights.numel() * m.record.weights.element_size() for _, m in layers)
 
 
 @pytest.mark.parametrize("side", SIDES)
