@@ -219,3 +219,16 @@ def test_decompression_bomb_is_named_and_skippable(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"cannot decode image .*00006.jpg.*decompression bomb"):
         ip102(root, "val")[0]
     assert len(ip102(root, "val", corrupt="skip")) == 0
+
+
+def test_mini_imagenet_csvs_with_images_in_class_folders(tmp_path):
+    root = make_mini_csv(tmp_path / "mini", per_class=4)
+    images = root / "images"
+    for f in list(images.iterdir()):
+        (images / f.name[:9]).mkdir(exist_ok=True)
+        f.rename(images / f.name[:9] / f.name)  # images/<wnid>/<file>
+    train = mini_imagenet(root, "train", train_per_class=3, test_per_class=1, val_per_class=1)
+    assert len(train) == 200 and "/n0" in train.samples[0][0]
+    (images / "n01000000" / "n0100000000000001.jpg").unlink()
+    with pytest.raises(DataError, match="not found in .*nor in .*n01000000"):
+        mini_imagenet(root, "train", train_per_class=3, test_per_class=1, val_per_class=1)

@@ -3,8 +3,9 @@
 Two layouts are recognised:
 
 * Ravi & Larochelle: ``ROOT/{train,val,test}.csv`` with header ``filename,label`` (label = WordNet
-  id, e.g. ``n0153282900000005.jpg,n01532829``) and a flat ``ROOT/images/``. The 64/16/20 class
-  split is for few-shot learning; all rows are pooled here.
+  id, e.g. ``n0153282900000005.jpg,n01532829``) and the images in ``ROOT/images/``, flat or in
+  one folder per class (``images/n01532829/n0153282900000005.jpg``, a common repackaging).
+  The 64/16/20 class split is for few-shot learning; all rows are pooled here.
 * Folder per class: ``ROOT/<wnid>/*.jpg`` (one folder per class).
 
 All classes are then re-split per class: files sorted, shuffled with ``split_seed``, the first
@@ -25,7 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from harness.datasets._images import DataError, ImageList, check_splits, require_dir
+from harness.datasets._images import (
+    DataError,
+    ImageList,
+    check_splits,
+    require_dir,
+    require_images_dir,
+)
 from harness.datasets._registry import register
 from variants._config import Range
 
@@ -34,9 +41,17 @@ SPLITS = ("train", "val", "test")  # val is carved from the training images, see
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
+def _image_file(images: Path, filename: str, wnid: str) -> Path | None:
+    """The image, flat (``images/x.jpg``) or in its class folder (``images/wnid/x.jpg``)."""
+    for candidate in (images / filename, images / wnid / filename):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def _from_csvs(root: Path) -> dict[str, list[str]]:
     by_class: dict[str, list[str]] = {}
-    images = root / "images"
+    images = require_images_dir(root, "Mini-ImageNet")
     for name in ("train.csv", "val.csv", "test.csv"):
         path = root / name
         if not path.is_file():
@@ -52,10 +67,11 @@ def _from_csvs(root: Path) -> dict[str, list[str]]:
             for lineno, row in enumerate(reader, 2):
                 if len(row) != 2:
                     raise DataError(f"{path}:{lineno}: expected 'filename,label', got {row!r}")
-                file = images / row[0]
-                if not file.is_file():
+                file = _image_file(images, row[0], row[1])
+                if file is None:
                     raise DataError(
-                        f"{path}:{lineno}: image {row[0]!r} not found in {str(images)!r}"
+                        f"{path}:{lineno}: image {row[0]!r} not found in {str(images)!r} "
+                        f"(nor in {str(images / row[1])!r})"
                     )
                 by_class.setdefault(row[1], []).append(str(file))
     return _without_repeats(by_class, root)
