@@ -7,6 +7,7 @@ A run is done when its ``result.json`` exists with status finished / diverged / 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import sys
 import time
@@ -99,23 +100,14 @@ def _claim(cfg: RunConfig, ddp, log, head: str):
     if ddp.main and claim is not None and status_of(cfg) in DONE_STATUSES:
         claim.release()  # finished by another worker between our look and our claim
         claim = None
-    if ddp.main and claim is None:
+        log(f"{head}: {status_of(cfg)} by another worker meanwhile, skipped")
+    elif ddp.main and claim is None:
         who = holder(cfg.run_dir.claim) or {}
         where = f"{who.get('host', '?')}:{who.get('pid', '?')}" if who else "another worker"
         log(f"{head}: taken by {where}, skipped here")
     if ddp.agree(claim is not None):
-        return claim if ddp.main else _NoClaim()
+        return claim if ddp.main else contextlib.nullcontext()  # rank 0 holds it for the job
     return None
-
-
-class _NoClaim:
-    """What ranks other than 0 hold: rank 0 holds the claim for the whole job."""
-
-    def __enter__(self) -> _NoClaim:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _run_log(cfg: RunConfig, log):
