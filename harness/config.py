@@ -403,6 +403,6 @@ def _check_dataset_keys(options: type, data: DataConfig, where: str) -> None:
 
 def run_from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a ``RunConfig`` from ``config.json`` (as written by ``RunConfig.to_dict``)."""
-    sections = {name: _build_section("", name, dict(data[name])) for name in SECTIONS}
+    sections = {name: _build_section("", name, dict(data.get(name, {}))) for name in SECTIONS}
     top = {k: data[k] for k in (*TOP_LEVEL, "run_id", "arm", "order") if k in data}
     return RunConfig(**top, **sections)
