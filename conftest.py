@@ -1,12 +1,70 @@
-"""Root pytest hooks shared by tests/ and benchmarks/."""
+"""Root pytest hooks shared by tests/ and benchmarks/.
+
+``pytest --benchmark`` runs the benchmark suite (plain ``pytest`` skips it: it times things).
+The terminal summary then states the headline figures: the vit_lsla_t / timm swin_tiny
+throughput ratio and the scaling exponent of each variant.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--benchmark",
+        action="store_true",
+        help="run the benchmarks (same as --benchmark-only); plain pytest skips them",
+    )
+
+
 def pytest_configure(config):
-    """Create the folder of ``--benchmark-json`` (pytest-benchmark does not)."""
+    """``--benchmark`` switches pytest-benchmark to benchmarks only (its own configure runs
+    last); create the folder of ``--benchmark-json`` (pytest-benchmark does not)."""
+    if config.getoption("benchmark", False):
+        config.option.benchmark_only = True
     target = config.getoption("benchmark_json", None)
     if target:
         Path(str(target)).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of log(time) on log(tokens)."""
+    xs = [math.log(x) for x, _ in points]
+    ys = [math.log(y) for _, y in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    num = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    return num / sum((x - mx) ** 2 for x in xs)
+
+
+def headline_lines(benchmarks) -> list[str]:
+    """The summary lines for pytest-benchmark's results (``.extra_info`` and ``.stats``)."""
+    lines, scaling = [], {}
+    for b in benchmarks:
+        info = getattr(b, "extra_info", {}) or {}
+        if info.get("kind") == "ratio":
+            lines.append(
+                f"vit_lsla_t / timm swin_tiny inference throughput on {info.get('device_name')}: "
+                f"{info['throughput_ratio']:.2f}x (goal {info['goal']}x; batch {info['batch']}, "
+                f"{info['precision']})"
+            )
+        elif info.get("kind") == "scaling" and getattr(b, "stats", None) is not None:
+            key = (info["variant"], info.get("device", "cpu"))
+            scaling.setdefault(key, []).append((info["tokens"], b.stats.median))
+    for (variant, device), points in sorted(scaling.items()):
+        if len(points) >= 2:
+            lines.append(
+                f"scaling of {variant} on {device}: time ~ tokens^{_slope(points):.2f} "
+                f"({len(points)} sizes; global attention is ~2, windows ~1)"
+            )
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter):
+    session = getattr(terminalreporter.config, "_benchmarksession", None)
+    lines = headline_lines(getattr(session, "benchmarks", []) or [])
+    if lines:
+        terminalreporter.section("headline figures")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -1,7 +1,9 @@
 """pytest-benchmark fixtures: CPU always, CUDA when present (synchronised), context per row.
 
-Run: ``pytest --benchmark-only`` (or ``tox -e bench``); add ``--benchmark-json=PATH`` to keep
-the numbers for ``python -m reports``. Plain ``pytest`` skips these (``--benchmark-skip``).
+Run: ``pytest --benchmark`` (or ``tox -e bench``, which also saves each run under
+``.benchmarks/`` so ``pytest --benchmark --benchmark-compare`` compares with the last one); add
+``--benchmark-json=PATH`` to keep the numbers for ``python -m reports``. Plain ``pytest`` skips
+them (``--benchmark-skip``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def run_benchmark(benchmark, fn, device: torch.device, warmup: int = 2, **info):
     fn = synced(fn, device)
     for _ in range(warmup):
         fn()
+    if "group" in info:  # one table per group: like compared with like
+        benchmark.group = info["group"]
     benchmark.extra_info.update(info)
     benchmark.extra_info.update(
         device=str(device),

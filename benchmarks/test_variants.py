@@ -33,7 +33,7 @@ def test_attention(benchmark, device, name, case, mode):
         benchmark,
         step(attn, x, mode),
         device,
-        group=f"attention-{mode}-{side}",
+        group=f"attention-{side}x{side}-M{window}-{mode}",
         kind="attention",
         variant=name,
         side=side,
