@@ -10,6 +10,7 @@
         <run_id>/fingerprint.json  everything that can change the result (harness.identity)
         <run_id>/claim.json      who runs it right now (host, pid, heartbeat; harness.claims)
         <run_id>/log.txt         the run's log lines
+        <run_id>/tensorboard/    event files (when tensorboard is installed)
         <run_id>/checkpoint.pt   latest epoch (model, optimizer, scaler, EMA, RNG)
         <run_id>/checkpoint.prev.pt  the epoch before (a fallback if the latest is damaged)
         <run_id>/metrics.jsonl   one line per epoch
@@ -57,6 +58,10 @@ class RunDir:
     @property
     def log(self) -> Path:
         return self.path / "log.txt"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
 
     @property
     def split(self) -> Path:

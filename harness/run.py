@@ -40,6 +40,7 @@ from harness.runtime import (
     resolve_precision,
     seed_everything,
 )
+from harness.tracking import Tracker
 from harness.train import Diverged, Trainer, TrainState, evaluate, fit, require_finite
 
 
@@ -197,6 +198,8 @@ def _record(ctx: RunContext, record: dict[str, Any], started: float) -> dict[str
     record["env"].update(precision=ctx.precision, world_size=ctx.ddp.world)
     if ctx.ddp.main:
         write_json(ctx.files.result, record)
+        if ctx.tracker is not None:
+            ctx.tracker.final(record)
     ctx.ddp.barrier()
     return record if ctx.ddp.main else None
 
@@ -231,8 +234,12 @@ def execute(
     """
     with nullcontext(ddp) if ddp is not None else distributed(cfg.train.device) as job:
         device = resolve_device(cfg.train.device, job)
-        ctx = RunContext(cfg, device, resolve_precision(cfg.train.amp, device), job)
-        return _run(ctx, stop_after)
+        tracker = Tracker(cfg.run_dir.tensorboard, job.main, print)
+        ctx = RunContext(cfg, device, resolve_precision(cfg.train.amp, device), job, tracker)
+        try:
+            return _run(ctx, stop_after)
+        finally:
+            tracker.close()
 
 
 def one_line(exc: BaseException) -> str:

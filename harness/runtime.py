@@ -60,6 +60,7 @@ class RunContext:
     device: torch.device
     precision: str
     ddp: Dist
+    tracker: Any = None  # harness.tracking.Tracker: event files for TensorBoard
 
     @property
     def files(self) -> RunDir:

@@ -308,6 +308,8 @@ def _end_epoch(ctx: RunContext, trainer: Trainer, state: TrainState, row: dict[s
     if ctx.ddp.main:
         save_checkpoint(ctx.files, trainer, state)
         write_jsonl(ctx.files.metrics, state.history)
+        if ctx.tracker is not None:
+            ctx.tracker.epoch(row)
     ctx.ddp.barrier()
 
 
