@@ -101,8 +101,7 @@ def attention_statistics(model: nn.Module, images: Tensor) -> list[dict[str, obj
                     "depth": depth,
                     **summarise(rec.weights, rec.grid, rec.valid_queries),
                 }
-                before = rec.weights if rec.weights_softmax is None else rec.weights_softmax
-                pre = summarise(before, rec.grid, rec.valid_queries)
+                pre = summarise(rec.before_outer, rec.grid, rec.valid_queries)
                 row.update(
                     {f"{k}_softmax": pre[k] for k in ("entropy", "self_weight", "mean_distance")}
                 )
@@ -128,9 +127,8 @@ def attention_map(model: nn.Module, image: Tensor, layer: int = 0) -> dict[str, 
             wh, ww = rec.grid
             query = (wh // 2) * ww + ww // 2
             has_outer = rec.weights_softmax is not None
-            before = rec.weights_softmax if has_outer else rec.weights
             final = rec.weights[0, :, query].mean(0).view(wh, ww)
-            pre = before[0, :, query].mean(0).view(wh, ww)
+            pre = rec.before_outer[0, :, query].mean(0).view(wh, ww)
     finally:
         model.train(was_training)
     return {

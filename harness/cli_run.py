@@ -166,18 +166,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_data_verify(args: argparse.Namespace) -> int:
     """Check every dataset of an experiment now, in seconds (``--decode``: open every image)."""
-    from harness.data import verify
+    from harness.data import check_data
 
-    runs, seen, bad = _runs(args), set(), []
-    for run in runs:
-        key = repr(run.data)
-        if key in seen:
-            continue
-        seen.add(key)
-        report = verify(run.data, run.train, decode=args.decode)
-        sizes = ", ".join(f"{k} {v}" for k, v in report.items() if k != "bad")
-        print(f"{run.data.name}{f' ({run.data.root})' if run.data.root else ''}: {sizes}")
-        bad += report.get("bad", [])
+    bad = check_data(_runs(args), print, decode=args.decode)
     for path, reason in bad:
         print(f"bad image: {path}: {reason}")
     if bad:

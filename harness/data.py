@@ -3,8 +3,6 @@ with the recipe's transform and the ``limit_*`` caps applied."""
 
 from __future__ import annotations
 
-import dataclasses
-
 from harness import datasets
 from harness.config import DataConfig, TrainConfig
 from harness.transforms import build_transform
@@ -41,18 +39,20 @@ def verify(data: DataConfig, train: TrainConfig, decode: bool = False) -> dict[s
     return report
 
 
-def check_data(runs, log) -> None:
-    """``verify`` each distinct dataset of ``runs`` once, before anything trains."""
-    import json
-
-    seen = set()
+def check_data(runs, log, decode: bool = False) -> list[tuple[str, str]]:
+    """``verify`` each distinct dataset of ``runs`` once (before anything trains); logs the
+    split sizes and returns the images that do not decode (only looked for with ``decode``)."""
+    seen, bad = set(), []
     for run in runs:
-        key = json.dumps(dataclasses.asdict(run.data), sort_keys=True, default=str)
-        if key not in seen:
-            seen.add(key)
-            sizes = verify(run.data, run.train)
-            shown = ", ".join(f"{k} {v}" for k, v in sizes.items())
-            log(f"data: {run.data.name}{f' ({run.data.root})' if run.data.root else ''}: {shown}")
+        key = repr(run.data)
+        if key in seen:
+            continue
+        seen.add(key)
+        report = verify(run.data, run.train, decode=decode)
+        bad += report.pop("bad", [])
+        shown = ", ".join(f"{k} {v}" for k, v in report.items())
+        log(f"data: {run.data.name}{f' ({run.data.root})' if run.data.root else ''}: {shown}")
+    return bad
 
 
 def _undecodable(ds) -> list[tuple[str, str]]:

@@ -113,3 +113,4 @@ class ExperimentDir:
 
 
 RESULT_FILE = RunDir(Path()).result.name
+PLAN_FILE = ExperimentDir(Path()).plan.name

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.layout import ExperimentDir, RunDir
+from harness.layout import PLAN_FILE, RESULT_FILE
 from harness.results import atomic_write_text
 from reports import plots, tables
 from reports.load import (
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: benchmark file {missing[0]!r} does not exist", file=sys.stderr)
         return 2
     root = Path(args.results_dir)
-    names = (RunDir(Path()).result.name, ExperimentDir(Path()).plan.name)
+    names = (RESULT_FILE, PLAN_FILE)
     if not any(next(root.rglob(name), None) for name in names):
         print(
             f"error: no results under {args.results_dir!r} (no result.json or experiment.json); "

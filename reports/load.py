@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.layout import ExperimentDir
+from harness.layout import PLAN_FILE
 from harness.results import arm_of, iter_records
 from reports.metrics import METRICS
 
@@ -27,9 +27,8 @@ def load_records(root: str | Path) -> list[dict[str, Any]]:
 
 def planned_runs(root: str | Path) -> list[dict[str, Any]]:
     """``(experiment, run_id, arm)`` of every run the experiments below ``root`` planned."""
-    plan_name = ExperimentDir(Path()).plan.name
     planned = []
-    for path in sorted(Path(root).rglob(plan_name)):
+    for path in sorted(Path(root).rglob(PLAN_FILE)):
         try:
             runs = json.loads(path.read_text()).get("runs", [])
         except (OSError, ValueError, AttributeError):

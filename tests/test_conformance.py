@@ -131,8 +131,7 @@ def test_recorded_weights_match_the_contract(name):
     valid = rec.valid_queries  # None: no padding anywhere
     valid = torch.ones(B_, N, dtype=torch.bool) if valid is None else valid
     assert valid.shape == (B_, N) and valid.sum() == 2 * 9 * 11  # every real token, once
-    before = rec.weights if rec.weights_softmax is None else rec.weights_softmax
-    assert torch.allclose(before.sum(-1), torch.ones(B_, h, N), atol=1e-5)  # a softmax
+    assert torch.allclose(rec.before_outer.sum(-1), torch.ones(B_, h, N), atol=1e-5)  # softmax
     assert m.record is None and not m.recording
 
 

@@ -68,6 +68,11 @@ class AttentionRecord:
     grid: tuple[int, int]
     valid_queries: Tensor | None = None
 
+    @property
+    def before_outer(self) -> Tensor:
+        """The softmax weights: ``weights_softmax``, or ``weights`` when nothing followed."""
+        return self.weights if self.weights_softmax is None else self.weights_softmax
+
 
 class AttentionRecorder:
     """Mixin for variants that declare ``records_attention``.

@@ -7,16 +7,16 @@ from collections import Counter
 
 from harness.claims import holder
 from harness.config import RunConfig
-from harness.results import read_jsonl
+from harness.results import DONE_STATUSES, read_jsonl
 from harness.sweep import status_of
 
-DONE = ("finished", "diverged", "oom", "failed")
+ENDED = (*DONE_STATUSES, "failed")  # a failed run is retried by the next sweep, but has ended
 
 
 def state_of(cfg: RunConfig) -> str:
     """finished / diverged / oom / failed, running (a live claim), or pending."""
     status = status_of(cfg)
-    if status in DONE:
+    if status in ENDED:
         return status
     return "running" if holder(cfg.run_dir.claim) is not None else "pending"
 

@@ -16,9 +16,8 @@ from typing import Any
 from harness.config import RunConfig
 from harness.launch.progress import Progress
 from harness.launch.worker import run_task, write_marker
+from harness.results import DONE_STATUSES
 from harness.sweep import status_of
-
-DONE = ("finished", "diverged", "oom")
 
 
 def _resources(cfg: RunConfig) -> dict[str, Any]:
@@ -53,7 +52,7 @@ def _submit(runs: list[RunConfig], log) -> dict[Any, RunConfig]:
     task = ray.remote(run_task)
     refs = {}
     for cfg in runs:
-        if status_of(cfg) in DONE:
+        if status_of(cfg) in DONE_STATUSES:
             continue
         options = dict(_resources(cfg), max_retries=cfg.launch.max_retries, name=cfg.run_id)
         ref = task.options(**options).remote(cfg.to_dict(), marker, cfg.launch.cpus_per_run)

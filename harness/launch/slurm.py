@@ -18,9 +18,8 @@ import submitit
 from harness.config import RunConfig
 from harness.launch.progress import Progress
 from harness.launch.worker import run_task, write_marker
+from harness.results import DONE_STATUSES
 from harness.sweep import status_of
-
-DONE = ("finished", "diverged", "oom")
 
 
 class RunJob(submitit.helpers.Checkpointable):
@@ -56,7 +55,7 @@ def _executor(runs: list[RunConfig], folder: Path, log) -> submitit.AutoExecutor
 
 def submit(runs: list[RunConfig], log) -> list[tuple[Any, RunConfig]]:
     exp_dir = runs[0].run_dir.path.parent
-    todo = [cfg for cfg in runs if status_of(cfg) not in DONE]
+    todo = [cfg for cfg in runs if status_of(cfg) not in DONE_STATUSES]
     if not todo:
         return []
     marker = str(write_marker(exp_dir))
