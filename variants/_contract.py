@@ -80,8 +80,10 @@ class AttentionRecorder:
     Set ``recording``, run a forward, read ``record``; ``clear_record`` switches it off again.
     """
 
-    recording: bool = False
-    record: AttentionRecord | None = None
+    # Left unannotated: TorchScript reads class annotations as attribute types, and a record
+    # (Python-only) must not make a scripted variant fail to compile.
+    recording = False  # bool
+    record = None  # AttentionRecord | None
 
     def keep_record(self, record: AttentionRecord) -> None:
         if self.recording:

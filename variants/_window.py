@@ -53,22 +53,31 @@ def relative_position_index(
     return rel[0] * (2 * window - 1) + rel[1]
 
 
+def _region_labels(size: int, window: int, shift: int, device: torch.device | None) -> Tensor:
+    """Region of each row (or column) after the cyclic shift: 0, 1 or 2, timm's slices
+    ``[0, -window)``, ``[-window, -shift)``, ``[-shift, end)``; no shift leaves one region."""
+    pos = torch.arange(size, device=device)
+    if shift == 0:
+        return torch.zeros_like(pos)
+    return (pos >= size - window).long() + (pos >= size - shift).long()
+
+
 def shift_region_mask(
-    padded: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], device=None
+    padded: tuple[int, int],
+    window: tuple[int, int],
+    shift: tuple[int, int],
+    device: torch.device | None = None,
 ) -> Tensor:
     """Boolean ``[nW, N, N]`` mask, True where query and key came from the same image region.
 
     After the cyclic shift a window may hold tokens from up to four regions that were not neighbours
-    in the image; they must not attend to each other. Regions follow timm's slicing exactly.
+    in the image; they must not attend to each other. Regions follow timm's slicing exactly
+    (computed arithmetically so the function is scriptable and traceable).
     """
-    Hp, Wp = padded
-    img = torch.zeros((1, Hp, Wp, 1), device=device)
-    label = 0
-    for hs in ((0, -window[0]), (-window[0], -shift[0]), (-shift[0], None)):
-        for ws in ((0, -window[1]), (-window[1], -shift[1]), (-shift[1], None)):
-            img[:, hs[0] : hs[1], ws[0] : ws[1], :] = label
-            label += 1
-    regions = window_partition(img, window).flatten(1)  # [nW, N]
+    rows = _region_labels(padded[0], window[0], shift[0], device)
+    cols = _region_labels(padded[1], window[1], shift[1], device)
+    labels = (rows[:, None] * 3 + cols[None, :])[None, :, :, None]  # [1, Hp, Wp, 1]
+    regions = window_partition(labels, window).flatten(1)  # [nW, N]
     return regions[:, :, None] == regions[:, None, :]
 
 

@@ -29,10 +29,7 @@ choice made where it is silent are listed here, each one a switch:
 Shapes: input and output ``[B, H, W, C]``; inside, windows are ``[B*nW, N=M*M, C]``.
 """
 
-from __future__ import annotations
-
-import functools
-import math
+# No ``from __future__ import annotations``: TorchScript needs real annotation objects.
 from dataclasses import dataclass
 from typing import Annotated, Literal, NamedTuple
 
@@ -79,7 +76,30 @@ class _Geometry(NamedTuple):
     grid: tuple[int, int]  # token layout of each map (a window, or the whole map)
     index: Tensor  # [N, N] relative-position index into the tables
     mask: Tensor | None  # [nW, N, N] True where query and key share an image region
+    neg: Tensor | None  # [nW, N, N] fp32: 0 where ``mask`` is True, -inf elsewhere
     valid: Tensor | None  # [B_, N] real (not padding) queries; only built while recording
+
+
+def _shift_masks(
+    padded: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], device: torch.device
+) -> tuple[Tensor, Tensor]:
+    mask = shift_region_mask(padded, window, shift, device)
+    neg = torch.zeros(mask.shape, device=device).masked_fill(~mask, float("-inf"))
+    return mask, neg
+
+
+def _valid_queries(
+    B: int,
+    size: tuple[int, int],
+    padded: tuple[int, int],
+    window: tuple[int, int],
+    device: torch.device,
+) -> Tensor:
+    """``[B*nW, N]``: False for the padding tokens, which attention statistics leave out."""
+    valid = torch.zeros(1, padded[0], padded[1], 1, dtype=torch.bool, device=device)
+    valid[:, : size[0], : size[1]] = True
+    per_window = window_partition(valid, window).flatten(1)  # [nW, N]
+    return per_window.repeat(B, 1)
 
 
 def _shifts(cfg: LSLAConfig) -> bool:
@@ -124,6 +144,8 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         fused_switch="fused",
     )
 
+    __jit_unused_properties__ = ["proj_name"]  # noqa: RUF012 (TorchScript reads this list)
+
     def __init__(
         self,
         dim: int,
@@ -137,8 +159,18 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         self.head_dim = dim // num_heads
         self.window_size = window_size
         self.shift_size = shift_size if cfg.window == "shifted" else 0
+        # plain copies of the switches the forward reads, so that TorchScript can compile it
+        self.global_mode = cfg.window == "global"
+        self.fused = cfg.fused and cfg.scale == "fixed" and not cfg.outer_bias
+        self.scale_div = cfg.scale_op == "div"
+        self.outer_mul = cfg.outer_op == "mul"
+        self.mask_outer = cfg.mask_outer_bias
+        self.recording = False
         n_proj = {"qkv": 3, "qxv": 2, "qxx": 1}[cfg.form]
-        setattr(self, self.proj_name, nn.Linear(dim, n_proj * dim, bias=cfg.qkv_bias))
+        in_proj = nn.Linear(dim, n_proj * dim, bias=cfg.qkv_bias)
+        self.qkv = in_proj if cfg.form == "qkv" else None
+        self.qv = in_proj if cfg.form == "qxv" else None
+        self.q = in_proj if cfg.form == "qxx" else None
         fs = self.head_dim**-0.5
         s_init = fs if cfg.scale_op == "mul" else 1.0 / fs
         self.dyn_scale = (
@@ -151,7 +183,7 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         self.attn_drop = nn.Dropout(cfg.attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(cfg.proj_drop)
-        self._cache: dict[tuple, Tensor] = {}
+        self._cache = {}  # geometry tensors by (kind, shape, device); see _cached
 
     @property
     def proj_name(self) -> str:
@@ -165,81 +197,99 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         shift = (0 if H <= M else s, 0 if W <= M else s)
         return window, shift
 
-    def _cached(self, key: tuple, make) -> Tensor:
-        """Geometry tensors, built once per shape and device.
+    def _index(self, grid: tuple[int, int], device: torch.device) -> Tensor:
+        if torch.jit.is_scripting():
+            return relative_position_index(grid, self.window_size, device)
+        return self._cached(("index", grid, device), grid, (0, 0), (0, 0))
+
+    def _mask(
+        self,
+        padded: tuple[int, int],
+        window: tuple[int, int],
+        shift: tuple[int, int],
+        device: torch.device,
+    ) -> tuple[Tensor, Tensor]:
+        """The shift mask and the same as an additive fp32 term (0 or -inf)."""
+        if torch.jit.is_scripting():
+            return _shift_masks(padded, window, shift, device)
+        return self._cached(("mask", padded, window, shift, device), padded, window, shift)
+
+    @torch.jit.unused
+    def _cached(self, key: tuple, grid, window, shift):
+        """Geometry tensors, built once per shape and device (index when ``window`` is (0, 0)).
 
         Built outside inference mode: a tensor made under ``torch.inference_mode`` cannot be
-        saved for backward, and the first forward (a FLOP count, say) may well run there.
+        saved for backward, and the first forward (a FLOP count, say) may well run there. While
+        a graph is being captured (``torch.compile``, ``torch.export``) nothing is cached: the
+        geometry becomes part of the graph instead of a stray tensor attribute.
         """
+        device = key[-1]
+        make = (
+            (lambda: relative_position_index(grid, self.window_size, device))
+            if window == (0, 0)
+            else (lambda: _shift_masks(grid, window, shift, device))
+        )
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return make()
         if key not in self._cache:
             with torch.inference_mode(False), torch.no_grad():
                 self._cache[key] = make()
         return self._cache[key]
 
-    def _index(self, grid: tuple[int, int], device: torch.device) -> Tensor:
-        make = functools.partial(relative_position_index, grid, self.window_size, device)
-        return self._cached(("index", grid, device), make)
-
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
         B, H, W, C = x.shape
-        if self.cfg.window == "global":
-            geo = _Geometry((H, W), self._index((H, W), x.device), None, None)
+        if self.global_mode:
+            geo = _Geometry((H, W), self._index((H, W), x.device), None, None, None)
             return self._attend(x.reshape(B, H * W, C), geo).view(B, H, W, C)
 
         window, shift = self.window_and_shift(H, W)
-        if any(shift):  # cyclic shift so that windows straddle the previous layer's borders
+        shifted = shift[0] > 0 or shift[1] > 0
+        if shifted:  # cyclic shift so that windows straddle the previous layer's borders
             x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
         pad_h, pad_w = (-H) % window[0], (-W) % window[1]
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # timm pads after the shift, unmasked
         Hp, Wp = H + pad_h, W + pad_w
 
         windows = window_partition(x, window).reshape(-1, window[0] * window[1], C)  # [B*nW, N, C]
-        mask = None
-        if any(shift):
-            key = ("mask", Hp, Wp, window, shift, x.device)
-            mask = self._cached(key, lambda: shift_region_mask((Hp, Wp), window, shift, x.device))
-        valid = None
+        mask: Tensor | None = None
+        neg: Tensor | None = None
+        if shifted:
+            mask, neg = self._mask((Hp, Wp), window, shift, x.device)
+        valid: Tensor | None = None
         if self.recording:
-            valid = self._valid_queries(B, (H, W), (Hp, Wp), window, x.device)
-        out = self._attend(windows, _Geometry(window, self._index(window, x.device), mask, valid))
+            valid = _valid_queries(B, (H, W), (Hp, Wp), window, x.device)
+        geo = _Geometry(window, self._index(window, x.device), mask, neg, valid)
+        out = self._attend(windows, geo)
 
-        out = window_reverse(out.reshape(-1, *window, C), window, Hp, Wp)[:, :H, :W, :]
-        if any(shift):
-            out = torch.roll(out, shifts=shift, dims=(1, 2))
+        out = window_reverse(out.reshape(-1, window[0], window[1], C), window, Hp, Wp)
+        out = out[:, :H, :W, :]
+        if shifted:
+            out = torch.roll(out, shifts=(shift[0], shift[1]), dims=(1, 2))
         return out.contiguous()
-
-    @staticmethod
-    def _valid_queries(B: int, size, padded, window, device) -> Tensor:
-        """``[B*nW, N]``: False for the padding tokens, which attention statistics leave out."""
-        valid = torch.zeros(1, *padded, 1, dtype=torch.bool, device=device)
-        valid[:, : size[0], : size[1]] = True
-        per_window = window_partition(valid, window).flatten(1)  # [nW, N]
-        return per_window.repeat(B, 1)
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys, values as ``[B_, h, N, d]``; keys/values may be X's channel slices."""
         B_, N, C = x.shape
         h, d = self.num_heads, self.head_dim
-        proj = getattr(self, self.proj_name)(x)
         x_heads = x.view(B_, N, h, d).transpose(1, 2)  # head j reads channel slice j of X
-        if self.cfg.form == "qkv":
-            q, k, v = proj.view(B_, N, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)
-        elif self.cfg.form == "qxv":
-            q, v = proj.view(B_, N, 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)
-            k = x_heads
-        else:
-            q, k, v = proj.view(B_, N, h, d).transpose(1, 2), x_heads, x_heads
-        return q, k, v
+        if self.qkv is not None:
+            qkv = self.qkv(x).view(B_, N, 3, h, d).permute(2, 0, 3, 1, 4)
+            return qkv[0], qkv[1], qkv[2]
+        if self.qv is not None:
+            qv = self.qv(x).view(B_, N, 2, h, d).permute(2, 0, 3, 1, 4)
+            return qv[0], x_heads, qv[1]
+        assert self.q is not None
+        return self.q(x).view(B_, N, h, d).transpose(1, 2), x_heads, x_heads
 
     def _attend(self, x: Tensor, geo: _Geometry) -> Tensor:
         B_, N, C = x.shape
         q, k, v = self._project(x)
         bias = self._additive_bias(geo, B_)  # fp32 [B_ or 1, h, N, N]
 
-        fused_ok = self.cfg.scale == "fixed" and self.outer_bias is None
-        if self.cfg.fused and fused_ok and not self.recording:
-            bias = bias.to(q.dtype) if bias is not None else None  # SDPA wants q's dtype
+        if self.fused and not self.recording:
+            if bias is not None:
+                bias = bias.to(q.dtype)  # SDPA wants q's dtype
             p = self.attn_drop.p if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
         else:
@@ -252,17 +302,17 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         (Under bf16 autocast, rounding it to the logits' dtype in shifted blocks only would make
         W and SW blocks compute differently.)
         """
-        bias = self.inner_bias(geo.index).unsqueeze(0) if self.inner_bias is not None else None
-        mask = geo.mask
-        if mask is None:
+        bias: Tensor | None = None
+        if self.inner_bias is not None:
+            bias = self.inner_bias(geo.index).unsqueeze(0)
+        neg = geo.neg
+        if neg is None:
             return bias
-        neg = self._cached(
-            ("neg", tuple(mask.shape), mask.device),
-            lambda: torch.zeros(mask.shape, device=mask.device).masked_fill(~mask, -math.inf),
-        ).unsqueeze(1)  # [nW, 1, N, N]
-        bias = neg if bias is None else bias.float() + neg
-        nW, h, N = mask.shape[0], self.num_heads, mask.shape[-1]
-        return bias.unsqueeze(0).expand(B_ // nW, -1, h, -1, -1).reshape(B_, h, N, N)
+        neg = neg.unsqueeze(1)  # [nW, 1, N, N]
+        if bias is not None:
+            neg = bias.float() + neg
+        nW, h, N = neg.shape[0], self.num_heads, neg.shape[-1]
+        return neg.unsqueeze(0).expand(B_ // nW, nW, h, N, N).reshape(B_, h, N, N)
 
     def _explicit(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, geo: _Geometry):
         """The un-fused path: needed for S, B_o and for recording the weights."""
@@ -272,7 +322,7 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         else:
             s = self.dyn_scale(index).unsqueeze(0)  # [1, h, N, N]
             qk = q @ k.transpose(-2, -1)
-            logits = qk * s if self.cfg.scale_op == "mul" else qk / s
+            logits = qk / s if self.scale_div else qk * s
         if bias is not None:
             logits = logits + bias
         attn = softmax = logits.softmax(dim=-1)
@@ -280,14 +330,19 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         if self.outer_bias is not None:
             # rows no longer sum to 1 after this; the paper does not renormalise
             bo = self.outer_bias(index).unsqueeze(0).to(attn.dtype)  # [1, h, N, N]
-            if mask is not None and self.cfg.mask_outer_bias:
-                bo = bo.unsqueeze(0) * mask[None, :, None]  # [1, nW, h, N, N]
-                bo = bo.expand(attn.shape[0] // mask.shape[0], -1, -1, -1, -1).reshape(attn.shape)
-            attn = attn + bo if self.cfg.outer_op == "add" else attn * (1.0 + bo)
+            if mask is not None and self.mask_outer:
+                nW = mask.shape[0]
+                bo = bo.unsqueeze(0) * mask.unsqueeze(0).unsqueeze(2)  # [1, nW, h, N, N]
+                bo = bo.expand(attn.shape[0] // nW, -1, -1, -1, -1).reshape(attn.shape)
+            attn = attn * (1.0 + bo) if self.outer_mul else attn + bo
         if self.recording:
-            pre = softmax.detach() if self.outer_bias is not None else None
-            self.keep_record(AttentionRecord(attn.detach(), pre, geo.grid, geo.valid))
+            self._keep(attn, softmax, geo)
         return self.attn_drop(attn) @ v
+
+    @torch.jit.unused
+    def _keep(self, attn: Tensor, softmax: Tensor, geo: _Geometry) -> None:
+        pre = softmax.detach() if self.outer_bias is not None else None
+        self.keep_record(AttentionRecord(attn.detach(), pre, geo.grid, geo.valid))
 
     def extra_repr(self) -> str:
         c = self.cfg
