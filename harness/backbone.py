@@ -12,10 +12,19 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import torch
-from timm.layers import ClassifierHead, DropPath, Mlp, PatchEmbed, trunc_normal_
+from timm.layers import (
+    ClassifierHead,
+    DropPath,
+    Mlp,
+    PatchEmbed,
+    register_notrace_module,
+    trunc_normal_,
+)
+from timm.models import checkpoint_seq
 from torch import Tensor, nn
 
 import variants
+from harness.timm_api import TimmModelApi
 from variants._config import ConfigError, Range, validate
 
 Positive = Annotated[int, Range(1)]
@@ -38,6 +47,7 @@ class BackboneConfig:
     img_size: Positive = 224
     drop_rate: Annotated[float, Range(0.0, 0.99)] = 0.0
     drop_path_rate: Annotated[float, Range(0.0, 0.99)] = 0.1
+    global_pool: Literal["avg", "max", "avgmax", "catavgmax", ""] = "avg"
 
     def __post_init__(self) -> None:
         validate(self, "model option ")
@@ -97,6 +107,9 @@ class Block(nn.Module):
         self.attn = variants.create(
             cfg.attn, dim, num_heads, window_size, shift_size, **dict(cfg.attn_switches)
         )
+        # an attention layer shapes its windows from the input size, which FX cannot trace:
+        # timm's FX feature extraction keeps it whole, as a leaf (as timm does for such layers)
+        register_notrace_module(type(self.attn))
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), act_layer=nn.GELU)
@@ -134,19 +147,30 @@ class Stage(nn.Module):
                 for i in range(depth)
             ]
         )
+        self.grad_checkpointing = False
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.blocks(self.downsample(x))
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
 
 
-class Backbone(nn.Module):
-    """Stem, hierarchical stages, final LayerNorm, average pool and linear head."""
+class Backbone(TimmModelApi, nn.Module):
+    """Stem, hierarchical stages, final LayerNorm, pooling and linear head (timm's model API)."""
 
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.num_classes = cfg.num_classes
+        self.in_chans = cfg.in_chans
+        self.global_pool = cfg.global_pool
+        self.output_fmt = "NHWC"
         self.num_features = cfg.dims[-1]
+        self.feature_info = [
+            dict(num_chs=dim, reduction=4 * 2**i, module=f"layers.{i}")
+            for i, dim in enumerate(cfg.dims)
+        ]
         if cfg.stem == "patch4":
             self.patch_embed = PatchEmbed(
                 cfg.img_size,
@@ -173,10 +197,11 @@ class Backbone(nn.Module):
         self.head = ClassifierHead(
             self.num_features,
             cfg.num_classes,
-            pool_type="avg",
+            pool_type=cfg.global_pool,
             drop_rate=cfg.drop_rate,
-            input_fmt="NHWC",
+            input_fmt=self.output_fmt,
         )
+        self.head_hidden_size = self.head.num_features
         self.apply(_init_weights)
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -188,13 +213,7 @@ class Backbone(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
-
+    @torch.jit.ignore
     def attention_modules(self) -> list[tuple[str, nn.Module]]:
         """``(name, module)`` of every attention layer, in depth order."""
         return [(n, m) for n, m in self.named_modules() if n.endswith(".attn")]

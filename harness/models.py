@@ -18,11 +18,15 @@ variant (``attn``), switch overrides (``attn_switches``) and any ``BackboneConfi
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from timm.models import register_model
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch import Tensor, nn
 
 from harness.backbone import Backbone, BackboneConfig
+from harness.timm_compat import convert_timm_swin_state_dict
 from variants._config import check_fields, suggest
 
 SWIN_T = dict(depths=(2, 2, 6, 2), dims=(96, 192, 384, 768), heads=(3, 6, 12, 24), window_size=7)
@@ -55,7 +59,35 @@ PRESETS: dict[str, dict[str, Any]] = {
     "vit_lsla_micro": dict(MICRO, attn="lsla"),
 }
 
-_TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+PAPER = "ViT-LSLA: Vision Transformer with Light Self-Limited-Attention"
+
+
+def _pretrained_cfg(preset: str) -> dict[str, Any]:
+    """timm's data and head metadata for ``preset`` (``resolve_data_config`` reads it)."""
+    layout = PRESETS[preset]
+    size = layout.get("img_size", 224)
+    return dict(
+        url="",
+        num_classes=1000,
+        input_size=(3, size, size),
+        pool_size=(max(size // 32, 1),) * 2,
+        crop_pct=0.875 if size >= 224 else 1.0,  # harness.transforms' eval crop
+        interpolation="bicubic",
+        fixed_input_size=False,  # window geometry follows the input; any size runs
+        mean=IMAGENET_DEFAULT_MEAN,
+        std=IMAGENET_DEFAULT_STD,
+        first_conv="patch_embed.proj" if layout.get("stem") == "patch4" else "patch_embed.conv1",
+        classifier="head.fc",
+        license="mit",
+        paper_ids="arXiv:2210.17115",
+        paper_name=PAPER,
+        notes=(
+            "No released weights: train with the harness, then load a run's model.safetensors.",
+        ),
+    )
+
+
+default_cfgs = generate_default_cfgs({name: _pretrained_cfg(name) for name in PRESETS})
 
 
 def preset_config(name: str, **overrides: Any) -> BackboneConfig:
@@ -68,20 +100,53 @@ def preset_config(name: str, **overrides: Any) -> BackboneConfig:
     return BackboneConfig(**check_fields(BackboneConfig, {**PRESETS[name], **checked}))
 
 
-def create(name: str, pretrained: bool = False, **overrides: Any) -> Backbone:
-    """Build preset ``name``. No weights ship (no network); ``pretrained=True`` is an error."""
-    if pretrained:
+def _has_weights_file(kwargs: dict[str, Any]) -> bool:
+    overlay = kwargs.get("pretrained_cfg_overlay") or {}
+    cfg = kwargs.get("pretrained_cfg") or {}
+    cfg = cfg if isinstance(cfg, dict) else {}
+    return any(source.get(k) for source in (overlay, cfg) for k in ("file", "state_dict"))
+
+
+def _filter_weights(state_dict: dict[str, Tensor], model: Backbone) -> dict[str, Tensor]:
+    """Weights in timm Swin's key names (a timm checkpoint for swin_t_ref) are renamed."""
+    if any(k.endswith("attn.relative_position_bias_table") for k in state_dict):
+        return convert_timm_swin_state_dict(state_dict)
+    return state_dict
+
+
+def create(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """Build preset ``name`` as ``timm.create_model`` does (``features_only``, ``pretrained_cfg``).
+
+    No weights ship and nothing is downloaded: ``pretrained=True`` needs a local file, given as
+    ``pretrained_cfg_overlay=dict(file=path)`` (a run's ``model.safetensors`` or ``checkpoint.pt``).
+    """
+    if pretrained and not _has_weights_file(kwargs):
         raise ValueError(
-            f"no pretrained weights exist for {name!r}; load timm Swin weights with "
-            "harness.timm_compat.load_timm_swin, or a run's checkpoint.pt with load_state_dict"
+            f"no pretrained weights exist for {name!r} (none are published); pass "
+            "pretrained_cfg_overlay=dict(file='runs/EXP/ARM/model.safetensors'), or "
+            "checkpoint_path=... to timm.create_model"
         )
-    for key in _TIMM_ONLY_KWARGS:
-        overrides.pop(key, None)
-    return Backbone(preset_config(name, **overrides))
+    preset_config(name)  # an unknown preset is named before timm sees it
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    features = kwargs.get("features_only", False)
+    stages = len(PRESETS[name]["depths"])
+    return build_model_with_cfg(
+        functools.partial(_backbone, name),
+        name,
+        pretrained,
+        pretrained_filter_fn=_filter_weights,
+        feature_cfg=dict(flatten_sequential=True, out_indices=tuple(range(stages))),
+        **({"num_classes": 0} if features and "num_classes" not in kwargs else {}),
+        **kwargs,
+    )
+
+
+def _backbone(preset: str, **overrides: Any) -> Backbone:
+    return Backbone(preset_config(preset, **overrides))
 
 
 def _make_entrypoint(preset: str):
-    def entrypoint(pretrained: bool = False, **kwargs: Any) -> Backbone:
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         return create(preset, pretrained=pretrained, **kwargs)
 
     entrypoint.__name__ = preset

@@ -144,7 +144,9 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         fused_switch="fused",
     )
 
-    __jit_unused_properties__ = ["proj_name"]  # noqa: RUF012 (TorchScript reads this list)
+    # TorchScript reads these lists: Python-only members a scripted copy leaves out
+    __jit_unused_properties__ = ["proj_name"]  # noqa: RUF012
+    __jit_ignored_attributes__ = ["_cache", "cfg", "record"]  # noqa: RUF012
 
     def __init__(
         self,
