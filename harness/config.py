@@ -84,6 +84,7 @@ class TrainConfig:
     hflip: Fraction = 0.0
     ema: bool = False
     ema_decay: Fraction = 0.9998
+    grad_checkpointing: bool = False  # recompute blocks in backward: less memory, ~1/3 more time
     amp: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     device: Annotated[str, Pattern(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N")] = "auto"
     deterministic: bool = True

@@ -15,6 +15,7 @@
         <run_id>/checkpoint.prev.pt  the epoch before (a fallback if the latest is damaged)
         <run_id>/metrics.jsonl   one line per epoch
         <run_id>/split.json      the exact data split, when the dataset re-splits
+        <run_id>/model.safetensors  the finished run's weights (EMA when on), timm-loadable
         <run_id>/result.json     the final record; its presence marks the run as done
         <run_id>/failure.rankN.json  what rank N saw when a DDP run failed
 """
@@ -38,6 +39,10 @@ class RunDir:
     @property
     def checkpoint(self) -> Path:
         return self.path / "checkpoint.pt"
+
+    @property
+    def weights(self) -> Path:
+        return self.path / "model.safetensors"
 
     @property
     def previous_checkpoint(self) -> Path:

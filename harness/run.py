@@ -41,7 +41,15 @@ from harness.runtime import (
     seed_everything,
 )
 from harness.tracking import Tracker
-from harness.train import Diverged, Trainer, TrainState, evaluate, fit, require_finite
+from harness.train import (
+    Diverged,
+    Trainer,
+    TrainState,
+    evaluate,
+    fit,
+    require_finite,
+    save_weights,
+)
 
 
 @dataclass
@@ -217,6 +225,7 @@ def _run(ctx: RunContext, stop_after: int | None) -> dict[str, Any] | None:
         record["schedule"] = _schedule_record(ctx, trainer)
         record["metrics"] = evaluate_test(ctx, trainer, data.test, state)
         if ctx.ddp.main:
+            record["weights"] = save_weights(ctx.files, trainer)
             record.update(measure(ctx, data.model, data.test))
     except Diverged as exc:
         record.update(status="diverged", error=str(exc))

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors.torch import save_file
+from timm.optim import param_groups_weight_decay
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
@@ -61,17 +63,10 @@ def lr_at(step: int, total: int, warmup: int, t: TrainConfig) -> float:
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases, norms and relative-position tables (as Swin does)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        skip = p.ndim <= 1 or "relative_position_bias_table" in name
-        (no_decay if skip else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    """timm's rule: no weight decay on biases, norms and what ``model.no_weight_decay()`` names
+    (the relative-position tables, as Swin does)."""
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=skip)
 
 
 @dataclass
@@ -104,12 +99,15 @@ def save_checkpoint(files: RunDir, trainer: Trainer, state: TrainState) -> None:
     ``checkpoint.prev.pt`` so a damaged latest one still leaves an epoch to resume from. A failed
     write (disk full, say) leaves no temporary file behind.
     """
+    # timm's key names: timm.create_model(preset, checkpoint_path=...) reads state_dict_ema when
+    # present (else state_dict), and everything loads with torch.load(weights_only=True)
     payload = {
-        "model": trainer.model.state_dict(),
+        "arch": getattr(trainer.model, "pretrained_cfg", {}).get("architecture"),
+        "state_dict": trainer.model.state_dict(),
+        "state_dict_ema": trainer.ema.module.state_dict() if trainer.ema else None,
         "optimizer": trainer.optimizer.state_dict(),
         "scaler": trainer.scaler.state_dict(),
-        "ema": trainer.ema.state_dict() if trainer.ema else None,
-        "state": state.__dict__,
+        "state": dataclasses.asdict(state),
         "rng": rng_state(),
     }
     fd, tmp = tempfile.mkstemp(dir=files.path, prefix=".checkpoint.", suffix=".tmp")
@@ -126,9 +124,23 @@ def save_checkpoint(files: RunDir, trainer: Trainer, state: TrainState) -> None:
         raise
 
 
+def save_weights(files: RunDir, trainer: Trainer) -> dict[str, str]:
+    """The finished run's weights as ``model.safetensors``: the EMA weights when EMA is on (the
+    file's metadata and the returned entry say which), loadable with
+    ``timm.create_model(preset, checkpoint_path=...)``."""
+    source = "ema" if trainer.ema is not None else "final"
+    module = trainer.ema.module if trainer.ema is not None else trainer.model
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    arch = getattr(trainer.model, "pretrained_cfg", {}).get("architecture") or ""
+    tmp = files.weights.with_name(".model.safetensors.tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt", "weights": source, "arch": arch})
+    os.replace(tmp, files.weights)
+    return {"file": files.weights.name, "weights": source}
+
+
 def _read_checkpoint(path: Path) -> dict[str, Any] | None:
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # torch raises zip, unpickling and EOF errors of many kinds for bad bytes
         return None
     return payload if isinstance(payload, dict) and "state" in payload else None
@@ -149,11 +161,11 @@ def resume_point(files: RunDir, log) -> dict[str, Any] | None:
 
 
 def load_checkpoint(payload: dict[str, Any], trainer: Trainer) -> TrainState:
-    trainer.model.load_state_dict(payload["model"])
+    trainer.model.load_state_dict(payload["state_dict"])
     trainer.optimizer.load_state_dict(payload["optimizer"])
     trainer.scaler.load_state_dict(payload["scaler"])
-    if trainer.ema is not None and payload["ema"] is not None:
-        trainer.ema.load_state_dict(payload["ema"])
+    if trainer.ema is not None and payload["state_dict_ema"] is not None:
+        trainer.ema.module.load_state_dict(payload["state_dict_ema"])
     set_rng_state(payload["rng"])
     return TrainState(**payload["state"])
 
@@ -278,6 +290,8 @@ def build_trainer(ctx: RunContext, model: nn.Module, train_ds) -> Trainer:
             f"({len(train_ds)} images per process)"
         )
     schedule = effective_schedule(t, data.batch_size * ctx.ddp.world)
+    if t.grad_checkpointing:
+        model.set_grad_checkpointing(True)
     ema = None
     if t.ema:
         from timm.utils import ModelEmaV3

@@ -89,12 +89,12 @@ def test_interrupted_run_resumes_bitwise(tmp_path):
     resumed = execute(parts)
     assert _strip_times(resumed["history"]) == _strip_times(ref["history"])
     assert resumed["metrics"] == ref["metrics"]
-    a = torch.load(full.run_dir.checkpoint, weights_only=False)
-    b = torch.load(parts.run_dir.checkpoint, weights_only=False)
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-    for key in a["ema"]:
-        assert torch.equal(a["ema"][key], b["ema"][key]), key
+    a = torch.load(full.run_dir.checkpoint, weights_only=True)
+    b = torch.load(parts.run_dir.checkpoint, weights_only=True)
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    for key in a["state_dict_ema"]:
+        assert torch.equal(a["state_dict_ema"][key], b["state_dict_ema"][key]), key
 
 
 def test_nan_loss_marks_run_diverged(tmp_path):
