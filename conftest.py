@@ -38,17 +38,27 @@ def _slope(points: list[tuple[float, float]]) -> float:
     return num / sum((x - mx) ** 2 for x in xs)
 
 
+def _ratio_line(info: dict) -> str:
+    cpu = info.get("ratio_cpu_time")
+    return (
+        f"vit_lsla_t / timm swin_tiny inference speed on {info.get('device_name')}: "
+        f"{info['throughput_ratio']:.2f}x median over {info.get('rounds_interleaved')} "
+        f"interleaved rounds (IQR {info.get('ratio_q1', float('nan')):.2f}-"
+        f"{info.get('ratio_q3', float('nan')):.2f}"
+        + (f"; CPU time {cpu:.2f}x" if cpu is not None else "")
+        + f"; vs swin_t_ref {info.get('ratio_vs_swin_t_ref', float('nan')):.2f}x); goal "
+        f"{info['goal']}x; batch {info['batch']}, {info['precision']}, "
+        f"{info.get('timing_threads')} thread(s)"
+    )
+
+
 def headline_lines(benchmarks) -> list[str]:
     """The summary lines for pytest-benchmark's results (``.extra_info`` and ``.stats``)."""
     lines, scaling = [], {}
     for b in benchmarks:
         info = getattr(b, "extra_info", {}) or {}
         if info.get("kind") == "ratio":
-            lines.append(
-                f"vit_lsla_t / timm swin_tiny inference throughput on {info.get('device_name')}: "
-                f"{info['throughput_ratio']:.2f}x (goal {info['goal']}x; batch {info['batch']}, "
-                f"{info['precision']})"
-            )
+            lines.append(_ratio_line(info))
         elif info.get("kind") == "scaling" and getattr(b, "stats", None) is not None:
             key = (info["variant"], info.get("device", "cpu"))
             scaling.setdefault(key, []).append((info["tokens"], b.stats.median))

@@ -6,17 +6,20 @@ Swin-T; the measured ratio is recorded (``extra_info``), not asserted: speed goa
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 import timm
 import torch
-import torch.utils.benchmark as tbench
 
 import harness.models  # noqa: F401  (registers the presets in timm)
 from benchmarks.conftest import run_benchmark
 from harness.measure import autocast
+from harness.timing import interleaved, pinned_threads
 
 GOAL = 1.25
-MODELS = ["vit_lsla_t", "vit_lsla_t_r3", "swin_t_ref", "swin_tiny_patch4_window7_224"]
+REFERENCE = "swin_tiny_patch4_window7_224"
+MODELS = ["vit_lsla_t", "vit_lsla_t_r3", "swin_t_ref", REFERENCE]
 
 
 def _setup(name: str, device: torch.device):
@@ -51,29 +54,42 @@ def test_model_inference(benchmark, device, name):
 
 
 def test_lsla_vs_timm_swin_tiny_ratio(benchmark, device):
-    """Both models timed alternately with blocked_autorange; ratio of images/s recorded."""
-    lsla, batch, precision = _setup("vit_lsla_t", device)
-    swin, _, _ = _setup("swin_tiny_patch4_window7_224", device)
-    for fn in (lsla, swin):
-        fn()
-    min_time = 2.0 if device.type == "cpu" else 1.0
-    t_lsla = tbench.Timer("fn()", globals={"fn": lsla}).blocked_autorange(min_run_time=min_time)
-    t_swin = tbench.Timer("fn()", globals={"fn": swin}).blocked_autorange(min_run_time=min_time)
-    ratio = t_swin.median / t_lsla.median
-    run_benchmark(
-        benchmark,
-        lsla,
-        device,
-        warmup=0,
-        group="model-ratio",
-        kind="ratio",
-        variant="vit_lsla_t",
-        batch=batch,
-        precision=precision,
-        img_size=224,
-        lsla_images_per_s=batch / t_lsla.median,
-        swin_images_per_s=batch / t_swin.median,
-        throughput_ratio=ratio,
-        goal=GOAL,
-        meets_goal=bool(ratio >= GOAL),
-    )
+    """vit_lsla_t, swin_t_ref and timm's swin_tiny timed interleaved in this process (CPU: one
+    pinned thread); the median and spread of the per-round speed-ups are recorded."""
+    fns = {name: _setup(name, device)[0] for name in ("vit_lsla_t", "swin_t_ref", REFERENCE)}
+    _, batch, precision = _setup("vit_lsla_t", device)
+    rounds = 7 if device.type == "cpu" else 20
+    cmp = interleaved(fns, baseline=REFERENCE, device=device, rounds=rounds, threads=1)
+    speedup = cmp.speedup("vit_lsla_t")
+    vs_swin_ref = _ratio(cmp, "swin_t_ref", "vit_lsla_t")
+    with pinned_threads(cmp.threads if device.type == "cpu" else None):
+        run_benchmark(
+            benchmark,
+            fns["vit_lsla_t"],
+            device,
+            warmup=0,
+            group="model-ratio",
+            kind="ratio",
+            variant="vit_lsla_t",
+            batch=batch,
+            precision=precision,
+            img_size=224,
+            throughput_ratio=speedup["median"],
+            ratio_q1=speedup["q1"],
+            ratio_q3=speedup["q3"],
+            ratio_cpu_time=cmp.speedup("vit_lsla_t", "cpu")["median"] if cmp.cpu_s else None,
+            ratio_vs_swin_t_ref=vs_swin_ref,
+            rounds_interleaved=cmp.rounds,
+            timing_threads=cmp.threads,
+            load_avg=cmp.load_avg_before,
+            lsla_images_per_s=batch / cmp.as_dict()["median_s"]["vit_lsla_t"],
+            swin_images_per_s=batch / cmp.as_dict()["median_s"][REFERENCE],
+            goal=GOAL,
+            meets_goal=bool(speedup["median"] >= GOAL),
+        )
+
+
+def _ratio(cmp, slower: str, faster: str) -> float:
+    """Median over rounds of ``slower`` time / ``faster`` time."""
+    pairs = zip(cmp.wall_s[slower], cmp.wall_s[faster], strict=True)
+    return statistics.median(a / b for a, b in pairs)

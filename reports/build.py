@@ -185,23 +185,37 @@ def pick_maps(records: list[dict]) -> list[tuple[str, dict]]:
     return maps[:4]
 
 
+def _ratio_paragraph(r: pd.Series) -> str:
+    """The headline ratio with how it was measured (older JSON lacks the interleaving fields)."""
+    verdict = "meets" if r.get("meets_goal") else "misses"
+    how = ""
+    if pd.notna(r.get("rounds_interleaved")):
+        how = (
+            f"median of {int(r['rounds_interleaved'])} interleaved rounds, IQR "
+            f"{r['ratio_q1']:.2f}–{r['ratio_q3']:.2f}, {_fmt(r.get('timing_threads'))} thread(s); "
+        )
+        if pd.notna(r.get("ratio_cpu_time")):
+            how += f"process CPU time ratio {r['ratio_cpu_time']:.2f}×; "
+    return (
+        f"<p><b>vit_lsla_t / timm swin_tiny inference speed on "
+        f"{_fmt(r.get('device_name'))}: {r['throughput_ratio']:.2f}×</b> "
+        f"({how}{r['lsla_images_per_s']:.1f} vs {r['swin_images_per_s']:.1f} img/s, batch "
+        f"{int(r['batch'])}, {r['precision']}); {verdict} the ≥{r['goal']} goal "
+        "(FLOPs ratio 4.5/3.5).</p>"
+    )
+
+
 def bench_section(bench: pd.DataFrame) -> str:
     if bench.empty:
         return (
             "<p class='muted'>no benchmark JSON found (run <code>tox -e bench</code> or "
             "<code>pytest --benchmark-only --benchmark-json=RESULTS/bench/b.json</code>)</p>"
         )
-    out = []
+    files = ", ".join(sorted(set(bench["file"].dropna())))
+    out = [f"<p class='muted'>read from {html.escape(files)}</p>"]
     ratio = bench[bench.get("kind") == "ratio"] if "kind" in bench else bench.iloc[0:0]
     for _, r in ratio.iterrows():
-        verdict = "meets" if r.get("meets_goal") else "misses"
-        out.append(
-            f"<p><b>vit_lsla_t / timm swin_tiny inference throughput on "
-            f"{_fmt(r.get('device_name'))}: {r['throughput_ratio']:.2f}×</b> "
-            f"({r['lsla_images_per_s']:.1f} vs {r['swin_images_per_s']:.1f} img/s, batch "
-            f"{int(r['batch'])}, {r['precision']}); {verdict} the ≥{r['goal']} goal "
-            "(FLOPs ratio 4.5/3.5).</p>"
-        )
+        out.append(_ratio_paragraph(r))
     out.append(figure(plots.variant_times(bench), "attention variants"))
     out.append(figure(plots.scaling(bench), "scaling"))
     summary = tables.bench_summary(bench)
@@ -332,13 +346,14 @@ def main(argv: list[str] | None = None) -> int:
         "--bench",
         action="append",
         default=[],
-        help="pytest-benchmark JSON (default: RESULTS_DIR/bench/*.json)",
+        help="pytest-benchmark JSON, or a folder (e.g. .benchmarks) whose newest JSON is read "
+        "(default: RESULTS_DIR/bench/*.json, else the newest autosave in ./.benchmarks)",
     )
     args = parser.parse_args(argv)
     if not Path(args.results_dir).is_dir():
         print(f"error: results directory {args.results_dir!r} does not exist", file=sys.stderr)
         return 2
-    missing = [b for b in args.bench if not Path(b).is_file()]
+    missing = [b for b in args.bench if not Path(b).exists()]
     if missing:
         print(f"error: benchmark file {missing[0]!r} does not exist", file=sys.stderr)
         return 2

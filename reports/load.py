@@ -81,12 +81,26 @@ def list_frame(records: list[dict[str, Any]], field: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+AUTOSAVE_DIR = Path(".benchmarks")  # where ``pytest --benchmark-autosave`` (tox -e bench) saves
+
+
+def newest_json(folder: Path) -> Path | None:
+    """The most recently written JSON under ``folder`` (autosave keeps one file per run)."""
+    found = [p for p in folder.rglob("*.json") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 def find_bench_files(root: str | Path, extra: list[str] | None = None) -> list[Path]:
-    """``bench/*.json`` under the results dir and next to it, plus any given paths."""
+    """``bench/*.json`` under the results dir and next to it, plus the given paths (a folder
+    such as ``.benchmarks`` gives its newest JSON). With none of these, the newest autosaved
+    run under ``./.benchmarks`` is read."""
     root = Path(root)
     found = sorted(root.glob("bench/*.json")) + sorted(root.parent.glob("bench/*.json"))
-    found += [Path(p) for p in extra or []]
-    return [p for p in dict.fromkeys(found) if p.is_file()]
+    for given in map(Path, extra or []):
+        found.append(newest_json(given) if given.is_dir() else given)
+    if not found and AUTOSAVE_DIR.is_dir():
+        found.append(newest_json(AUTOSAVE_DIR))
+    return [p for p in dict.fromkeys(found) if p is not None and p.is_file()]
 
 
 def _bench_rows(path: Path) -> list[dict[str, Any]]:

@@ -24,7 +24,8 @@ def _pytest(*args: str) -> subprocess.CompletedProcess:
 def test_benchmark_flag_prints_the_ratio_and_scaling_lines():
     proc = _pytest("-k", "ratio or test_scaling", "benchmarks")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "vit_lsla_t / timm swin_tiny inference throughput on cpu:" in proc.stdout
+    assert "vit_lsla_t / timm swin_tiny inference speed on cpu:" in proc.stdout
+    assert "median over 7 interleaved rounds (IQR" in proc.stdout and "1 thread(s)" in proc.stdout
     assert "scaling of msa on cpu: time ~ tokens^" in proc.stdout
     assert "benchmark 'model-ratio'" in proc.stdout  # groups are pytest-benchmark groups
 

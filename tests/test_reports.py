@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -298,3 +299,32 @@ def _render(out: Path, tmp_path: Path) -> str:
 def test_report_of_an_empty_results_dir_still_shows_the_paper_numbers(tmp_path):
     page = build(tmp_path)
     assert "no finished runs" in page and "71.6" in page and "0 runs" in page
+
+
+def _ratio_bench(ratio: float, **interleaving) -> dict:
+    info = dict(kind="ratio", throughput_ratio=ratio, lsla_images_per_s=14.0)
+    info.update(swin_images_per_s=10.0, batch=4, precision="fp32", goal=1.25, meets_goal=True)
+    info.update(device_name="cpu", **interleaving)
+    return {"benchmarks": [{"name": "ratio", "stats": {"median": 0.1}, "extra_info": info}]}
+
+
+def test_report_reads_the_newest_autosaved_benchmark_run(tmp_path, monkeypatch):
+    """``tox -e bench`` autosaves to ./.benchmarks; with no bench/ JSON beside the results the
+    report reads the newest saved run, and a folder given to --bench works the same way."""
+    runs = tmp_path / "runs" / "exp"
+    runs.mkdir(parents=True)
+    (runs / "a").mkdir()
+    (runs / "a" / "result.json").write_text(json.dumps(_record("lsla", 0, 90.0)))
+    saved = tmp_path / ".benchmarks" / "Linux-CPython-3.11-64bit"
+    saved.mkdir(parents=True)
+    old, new = saved / "0001_old.json", saved / "0002_new.json"
+    old.write_text(json.dumps(_ratio_bench(1.11)))
+    new.write_text(
+        json.dumps(_ratio_bench(1.22, rounds_interleaved=7, ratio_q1=1.2, ratio_q3=1.25))
+    )
+    os.utime(old, (1, 1))  # written long before the newer run
+    monkeypatch.chdir(tmp_path)
+    page = build(runs)
+    assert "1.22×" in page and "1.11×" not in page
+    assert "median of 7 interleaved rounds, IQR 1.20–1.25" in page
+    assert "1.22×" in build(runs, [str(tmp_path / ".benchmarks")])

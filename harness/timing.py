@@ -1,0 +1,133 @@
+"""Honest speed comparisons: candidates timed in one process, interleaved, over several rounds.
+
+On a shared machine the same code swings by tens of percent between minutes, so a speed claim
+compares candidates *within* each round (A, B, A, B...) and reports the median and spread of the
+per-round ratios, never one sequential measurement. On CPU the thread count is pinned and recorded,
+process CPU time is taken beside wall time (it shows when other processes stole the cores), and
+the load average is recorded; on CUDA each call is timed with CUDA events after warm-up.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Sample:
+    wall_s: float
+    cpu_s: float | None  # process CPU time (CPU only; None on CUDA)
+
+
+@contextmanager
+def pinned_threads(threads: int | None) -> Iterator[int]:
+    """Run with ``threads`` intra-op threads (None: leave as is); the old count comes back."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def time_call(fn: Callable[[], Any], device: torch.device, repeats: int = 1) -> Sample:
+    """Seconds per call of ``fn`` (mean of ``repeats`` back-to-back calls)."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
+        start.record()
+        for _ in range(repeats):
+            fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        return Sample(start.elapsed_time(end) / 1e3 / repeats, None)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(repeats):
+        fn()
+    return Sample((time.perf_counter() - wall) / repeats, (time.process_time() - cpu) / repeats)
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
+    return {
+        "median": statistics.median(values),
+        "q1": q1,
+        "q3": q3,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+@dataclass
+class Comparison:
+    """Per-round seconds of each candidate and the per-round ratios against ``baseline``."""
+
+    baseline: str
+    device: str
+    threads: int
+    rounds: int
+    repeats: int
+    load_avg_before: tuple[float, float, float] | None
+    load_avg_after: tuple[float, float, float] | None = None
+    wall_s: dict[str, list[float]] = field(default_factory=dict)
+    cpu_s: dict[str, list[float]] = field(default_factory=dict)
+
+    def speedup(self, name: str, clock: str = "wall") -> dict[str, float]:
+        """baseline time / ``name`` time, round by round: >1 means ``name`` is faster."""
+        times = self.wall_s if clock == "wall" else self.cpu_s
+        ratios = [b / c for b, c in zip(times[self.baseline], times[name], strict=True)]
+        return _spread(ratios)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["median_s"] = {k: statistics.median(v) for k, v in self.wall_s.items()}
+        out["speedup"] = {k: self.speedup(k) for k in self.wall_s if k != self.baseline}
+        if self.cpu_s:
+            out["speedup_cpu"] = {
+                k: self.speedup(k, "cpu") for k in self.cpu_s if k != self.baseline
+            }
+        return out
+
+
+def _load_avg() -> tuple[float, float, float] | None:
+    try:
+        return os.getloadavg()
+    except OSError:
+        return None
+
+
+def interleaved(
+    candidates: dict[str, Callable[[], Any]],
+    baseline: str,
+    device: torch.device,
+    rounds: int = 7,
+    warmup: int = 2,
+    repeats: int = 1,
+    threads: int | None = 1,
+) -> Comparison:
+    """Time every candidate once per round, the order rotating each round, after ``warmup``
+    untimed calls each; CPU runs at ``threads`` threads (CUDA ignores it)."""
+    if baseline not in candidates:
+        raise ValueError(f"baseline {baseline!r} is not among {', '.join(candidates)}")
+    names = list(candidates)
+    with pinned_threads(threads if device.type == "cpu" else None) as used:
+        result = Comparison(baseline, str(device), used, rounds, repeats, _load_avg())
+        for name in names:
+            for _ in range(warmup):
+                candidates[name]()
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                sample = time_call(candidates[name], device, repeats)
+                result.wall_s.setdefault(name, []).append(sample.wall_s)
+                if sample.cpu_s is not None:
+                    result.cpu_s.setdefault(name, []).append(sample.cpu_s)
+        result.load_avg_after = _load_avg()
+    return result
