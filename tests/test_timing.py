@@ -1,0 +1,58 @@
+"""Interleaved timing: rotation, pinned threads, ratios, CPU time; CUDA events on a GPU."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from harness.timing import interleaved, pinned_threads, time_call
+
+CPU = torch.device("cpu")
+
+
+def _sleeper(seconds: float, calls: list[str], name: str):
+    def fn():
+        calls.append(name)
+        time.sleep(seconds)
+
+    return fn
+
+
+def test_rounds_rotate_the_order_and_ratios_follow_the_times():
+    calls: list[str] = []
+    fns = {"slow": _sleeper(0.02, calls, "slow"), "fast": _sleeper(0.01, calls, "fast")}
+    cmp = interleaved(fns, baseline="slow", device=CPU, rounds=4, warmup=1)
+    timed = calls[2:]  # after one warm-up call each
+    assert timed == ["slow", "fast", "fast", "slow", "slow", "fast", "fast", "slow"]
+    assert len(cmp.wall_s["slow"]) == len(cmp.wall_s["fast"]) == 4
+    speed = cmp.speedup("fast")
+    assert 1.5 < speed["median"] < 2.5 and speed["min"] <= speed["median"] <= speed["max"]
+    # sleeping uses no CPU: process CPU time stays far below wall time
+    assert max(cmp.cpu_s["slow"]) < 0.5 * min(cmp.wall_s["slow"])
+    out = cmp.as_dict()
+    assert out["threads"] == 1 and set(out["speedup"]) == {"fast"}
+    assert out["load_avg_before"] is None or len(out["load_avg_before"]) == 3
+
+
+def test_threads_are_pinned_during_and_restored_after():
+    before = torch.get_num_threads()
+    seen = []
+    interleaved({"a": lambda: seen.append(torch.get_num_threads())}, "a", CPU, rounds=2)
+    assert set(seen) == {1} and torch.get_num_threads() == before
+    with pinned_threads(None) as used:
+        assert used == before
+
+
+def test_unknown_baseline_is_named():
+    with pytest.raises(ValueError, match="baseline 'b' is not among a"):
+        interleaved({"a": lambda: None}, "b", CPU)
+
+
+@pytest.mark.gpu
+def test_cuda_timing_uses_events():
+    device = torch.device("cuda")
+    a = torch.randn(2048, 2048, device=device)
+    sample = time_call(lambda: a @ a, device, repeats=5)
+    assert sample.cpu_s is None and 0 < sample.wall_s < 1.0
