@@ -63,7 +63,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    recipe: Literal["small", "paper"] = "small"
+    recipe: Literal["small", "exact", "paper"] = "small"
     # linear: lr, min_lr and warmup_lr are per lr_reference_batch images and scale with the
     # global batch (all processes x batch size), as the Swin recipe does
     lr_scaling: Literal["none", "linear"] = "none"
@@ -140,6 +140,8 @@ class RunConfig:
     out_dir: str = "runs"
     baseline: str | None = None  # arm the report measures deltas against (run id minus seed)
     description: str = ""
+    # orderings theory predicts, "ARM > ARM" each; the report tests them (paired by seed)
+    predict: tuple[str, ...] = ()
     order: int = 0  # position in the expanded grid (reports keep the file's order)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -158,6 +160,8 @@ class RunConfig:
 RECIPES: dict[str, dict[str, Any]] = {
     # CPU-sized: short schedule, light augmentation, no mixing
     "small": {},
+    # as small, without any augmentation: positive controls whose labels depend on exact positions
+    "exact": {},
     # the Swin / DeiT ImageNet recipe the paper follows (300 epochs at 224)
     "paper": dict(
         epochs=300,
@@ -184,7 +188,7 @@ SECTIONS = {
     "measure": MeasureConfig,
     "launch": LaunchConfig,
 }
-TOP_LEVEL = ("experiment", "description", "out_dir", "baseline")
+TOP_LEVEL = ("experiment", "description", "out_dir", "baseline", "predict")
 FILE_KEYS = (*TOP_LEVEL, "grid", *SECTIONS)
 
 
@@ -285,6 +289,8 @@ def _build_run(
     sections = {n: _build_section(where, n, run_tree.get(n, {})) for n in SECTIONS}
     top = {k: run_tree[k] for k in TOP_LEVEL if k in run_tree}
     top.setdefault("experiment", stem)
+    if isinstance(top.get("predict"), list):
+        top["predict"] = tuple(top["predict"])
     hint = get_type_hints(RunConfig, include_extras=True)["experiment"]
     check_value(where, "experiment", top["experiment"], hint)
     return RunConfig(**top, run_id=run_id_for(point), arm=arm_for(point), order=order, **sections)
@@ -356,7 +362,30 @@ def load_experiment(
     for run in runs:
         check_names(run, where)
     _check_baseline(runs, tree.get("baseline"), where)
+    _check_predictions(runs, where)
     return runs
+
+
+PREDICTION = re.compile(r"^\s*(\S+)\s*>\s*(\S+)\s*$")
+
+
+def parse_prediction(text: str) -> tuple[str, str] | None:
+    """``"A > B"`` -> ``("A", "B")``; None when the text is not of that form."""
+    match = PREDICTION.match(text)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def _check_predictions(runs: list[RunConfig], where: str) -> None:
+    arms = list(dict.fromkeys(r.arm for r in runs))
+    for text in runs[0].predict if runs else ():
+        pair = parse_prediction(text)
+        unknown = [a for a in pair or () if a not in arms]
+        if pair is None or unknown:
+            raise ConfigError(
+                f"{where}predict entry {text!r} must read 'ARM > ARM' with arms of this "
+                f"experiment ({', '.join(arms)})"
+                + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+            )
 
 
 def _check_baseline(runs: list[RunConfig], baseline: str | None, where: str) -> None:

@@ -13,6 +13,12 @@ def dataset_note(name: str) -> str:
     return datasets.get(name).note
 
 
+def dataset_label(data: DataConfig) -> str:
+    """How results name the dataset: its name, or what its options call it (``marks-order``)."""
+    options = datasets.get(data.name).options(**data.options)
+    return getattr(options, "label", data.name)
+
+
 def build_dataset(data: DataConfig, train: TrainConfig, split: str):
     """The ``split`` of ``data.name`` with the recipe's transform; ``limit_*`` caps applied."""
     spec = datasets.get(data.name)

@@ -14,6 +14,7 @@ variant (``attn``), switch overrides (``attn_switches``) and any ``BackboneConfi
 | vit_lsla_t_qxv    | conv    | lsla_qxv  | 4   | 25.52M           | LSLA switches, form qxv      |
 | vit_lsla_nano     | conv    | lsla      | 2   | small            | CPU ablations at 28-64 px    |
 | vit_lsla_micro    | conv    | lsla      | 4   | small            | fast CPU tests               |
+| vit_lsla_probe    | patch 4 | swin      | 2   | tiny, 1 stage    | positive controls (``marks``)|
 """
 
 from __future__ import annotations
@@ -48,6 +49,17 @@ MICRO = dict(
     img_size=32,
 )
 
+PROBE = dict(  # one stage of 4x4-token windows: four windows per 32 px image in every block
+    stem="patch4",
+    depths=(2,),
+    dims=(32,),
+    heads=(2,),
+    window_size=4,
+    mlp_ratio=2.0,
+    drop_path_rate=0.0,
+    img_size=32,
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
     "swin_t_ref": dict(SWIN_T, stem="patch4", attn="swin", drop_path_rate=0.2),
     "vit_lsla_t": dict(SWIN_T, attn="lsla", drop_path_rate=0.2),
@@ -57,6 +69,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "vit_lsla_t_qxv": dict(SWIN_T, attn="lsla_qxv", drop_path_rate=0.2),
     "vit_lsla_nano": dict(NANO, attn="lsla"),
     "vit_lsla_micro": dict(MICRO, attn="lsla"),
+    "vit_lsla_probe": dict(PROBE, attn="swin"),
 }
 
 PAPER = "ViT-LSLA: Vision Transformer with Light Self-Limited-Attention"
@@ -70,7 +83,7 @@ def _pretrained_cfg(preset: str) -> dict[str, Any]:
         url="",
         num_classes=1000,
         input_size=(3, size, size),
-        pool_size=(max(size // 32, 1),) * 2,
+        pool_size=(max(size // (4 * 2 ** (len(layout["depths"]) - 1)), 1),) * 2,
         crop_pct=0.875 if size >= 224 else 1.0,  # harness.transforms' eval crop
         interpolation="bicubic",
         fixed_input_size=False,  # window geometry follows the input; any size runs

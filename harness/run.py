@@ -22,7 +22,7 @@ import variants
 from harness import models
 from harness.attn_stats import attention_map, attention_statistics, recording_layers
 from harness.config import RunConfig
-from harness.data import build_dataset, dataset_note
+from harness.data import build_dataset, dataset_label, dataset_note
 from harness.measure import (
     count_flops,
     count_params,
@@ -85,7 +85,7 @@ def _base_record(cfg: RunConfig, model: torch.nn.Module | None) -> dict[str, Any
         "model": cfg.model.preset,
         "variant": variant,
         "switches": switches,
-        "dataset": cfg.data.name,
+        "dataset": dataset_label(cfg.data),
         "dataset_note": dataset_note(cfg.data.name),
         "seed": cfg.train.seed,
         "recipe": cfg.train.recipe,

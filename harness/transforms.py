@@ -4,6 +4,7 @@
 rand-m9-mstd0.5-inc1, random erasing 0.25, eval resize to 1/0.875 + centre crop), with mixup 0.8 /
 cutmix 1.0 / label smoothing 0.1 applied per batch by ``make_mixup``. ``small``: a light recipe for
 CPU runs on tiny images (mild random-resized crop, no flip, no mixing), eval resize only.
+``exact``: no augmentation at all (training sees the eval transform), for the positive controls.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def build_transform(data: DataConfig, train: TrainConfig, is_training: bool):
         mean=IMAGENET_DEFAULT_MEAN,
         std=IMAGENET_DEFAULT_STD,
     )
-    if not is_training:
+    if not is_training or train.recipe == "exact":
         return create_transform(is_training=False, crop_pct=0.875 if paper else 1.0, **common)
     return create_transform(
         is_training=True,

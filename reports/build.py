@@ -26,6 +26,7 @@ from reports.load import (
     runs_frame,
 )
 from reports.metrics import METRICS
+from reports.predictions import prediction_table
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1400px;
@@ -263,6 +264,34 @@ def _header(records: list[dict], results_dir: str | Path) -> str:
     )
 
 
+def predictions_section(predicted: pd.DataFrame) -> str:
+    """The predicted orderings of positive controls, each with its paired interval and fate."""
+    if predicted.empty:
+        return ""
+    shown = predicted.assign(
+        delta=[
+            f"{m:+.1f}" + (f" ± {c:.1f}" if c is not None and pd.notna(c) else "")
+            for m, c in zip(predicted["delta_top1"], predicted["ci"], strict=True)
+        ],
+        p=[f"{p:.3g}" if pd.notna(p) else "–" for p in predicted["p"]],
+    )
+    cols = {
+        "experiment": "experiment",
+        "dataset": "dataset",
+        "prediction": "predicted",
+        "delta": "Δ top-1, pp (95% CI, paired by seed)",
+        "p": "paired t p",
+        "seeds": "seeds",
+        "outcome": "outcome",
+    }
+    return (
+        "<h2>Predicted orderings (positive controls)</h2>"
+        "<p class='muted'>Orderings the experiment declares in advance (<code>predict</code>), "
+        "tested on the same seeds: a prediction holds when the interval of the paired "
+        "difference lies above zero.</p>" + html_table(shown, cols)
+    )
+
+
 def status_section(records: list[dict], planned: list[dict]) -> str:
     """Every run planned or recorded, with its status and, when it did not finish, why."""
     rows = {(r.get("experiment"), r.get("run_id")): r for r in records}
@@ -311,6 +340,7 @@ def build(results_dir: str | Path, bench_paths: list[str] | None = None) -> str:
         status_section(records, planned_runs(results_dir)),
         "<h2>Ablation table</h2>",
         ablation_section(table),
+        predictions_section(prediction_table(runs)),
         "<h2>Paper's numbers beside ours</h2>",
         html_table(paper, {c: c for c in paper.columns}),
         "<p class='muted'>Ours only on the real datasets; stand-in runs are not comparable.</p>",

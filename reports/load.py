@@ -65,6 +65,7 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "device": (r.get("env") or {}).get("device_name"),
                 "precision": (r.get("env") or {}).get("precision"),
                 "declared_baseline": (r.get("config") or {}).get("baseline"),
+                "predict": tuple((r.get("config") or {}).get("predict") or ()),
             }
         )
     return pd.DataFrame(rows)

@@ -92,7 +92,8 @@ def test_model_forward_torchscript(name):
 def test_model_forward_features(name):
     model = _create(name, features_only=True).eval()
     channels, reductions = model.feature_info.channels(), model.feature_info.reduction()
-    assert len(channels) == 4 and reductions == [4, 8, 16, 32]
+    stages = len(PRESETS[name]["depths"]) if name in PRESETS else 4
+    assert len(channels) == stages and reductions == [4, 8, 16, 32][:stages]
     size = _input_size(model, TARGET_FFEAT_SIZE)
     with torch.no_grad():
         outs = model(torch.randn(1, *size))
@@ -113,12 +114,14 @@ def test_model_forward_intermediates(name):
         torch.testing.assert_close(final, model.forward_features(x))
         for c, r, o in zip(info.channels(), info.reduction(), inter, strict=True):
             assert o.shape == (1, c, size[1] // r, size[2] // r)  # NCHW by default
-        only = model.forward_intermediates(x, indices=2, intermediates_only=True)
-        assert [o.shape for o in only] == [o.shape for o in inter[-2:]]
-        kept = model.prune_intermediate_layers(indices=[1], prune_head=True)
+        last = min(2, len(inter))
+        only = model.forward_intermediates(x, indices=last, intermediates_only=True)
+        assert [o.shape for o in only] == [o.shape for o in inter[-last:]]
+        tap = min(1, len(inter) - 1)
+        kept = model.prune_intermediate_layers(indices=[tap], prune_head=True)
         pruned = model.forward_intermediates(x, indices=kept, intermediates_only=True)
-    assert kept == [1] and len(model.layers) == 2
-    torch.testing.assert_close(pruned[0], inter[1])
+    assert kept == [tap] and len(model.layers) == tap + 1
+    torch.testing.assert_close(pruned[0], inter[tap])
 
 
 @pytest.mark.parametrize("name", MODELS)
