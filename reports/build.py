@@ -327,17 +327,22 @@ def scatter_section(table: pd.DataFrame) -> str:
     return figure(throughput, "accuracy vs throughput") + figure(params, "accuracy vs params")
 
 
-def build(results_dir: str | Path, bench_paths: list[str] | None = None) -> str:
-    records = load_records(results_dir)
+def build(results_dir: str | Path | list[str | Path], bench_paths: list[str] | None = None) -> str:
+    """The report of the runs below ``results_dir`` (one folder, or several shown together;
+    benchmark JSON is looked for beside the first)."""
+    dirs = list(results_dir) if isinstance(results_dir, (list, tuple)) else [results_dir]
+    records = [r for d in dirs for r in load_records(d)]
+    planned = [p for d in dirs for p in planned_runs(d)]
+    results_dir = ", ".join(map(str, dirs))
     runs = runs_frame(records)
     table = tables.ablation_table(runs)
-    bench = bench_frame(find_bench_files(results_dir, bench_paths))
+    bench = bench_frame(find_bench_files(dirs[0], bench_paths))
     attn = list_frame(records, "attn_stats")
     paper = tables.paper_comparison(runs)
     sections = [
         _header(records, results_dir),
         "<h2>Run status</h2>",
-        status_section(records, planned_runs(results_dir)),
+        status_section(records, planned),
         "<h2>Ablation table</h2>",
         ablation_section(table),
         predictions_section(prediction_table(runs)),
@@ -368,9 +373,25 @@ def build(results_dir: str | Path, bench_paths: list[str] | None = None) -> str:
     )
 
 
+def _results_problem(root: Path) -> str | None:
+    """Why ``root`` cannot be reported on, in one line (None: it can)."""
+    if not root.is_dir():
+        return f"error: results directory {str(root)!r} does not exist"
+    if not any(next(root.rglob(name), None) for name in (RESULT_FILE, PLAN_FILE)):
+        return (
+            f"error: no results under {str(root)!r} (no result.json or experiment.json); "
+            "run a sweep first, or point at the folder it wrote (e.g. runs/default)"
+        )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__)
-    parser.add_argument("results_dir", help="directory holding runs (searched recursively)")
+    parser.add_argument(
+        "results_dir",
+        nargs="+",
+        help="directory holding runs (searched recursively); several are shown in one report",
+    )
     parser.add_argument("-o", "--output", default="report.html")
     parser.add_argument(
         "--bench",
@@ -380,22 +401,15 @@ def main(argv: list[str] | None = None) -> int:
         "(default: RESULTS_DIR/bench/*.json, else the newest autosave in ./.benchmarks)",
     )
     args = parser.parse_args(argv)
-    if not Path(args.results_dir).is_dir():
-        print(f"error: results directory {args.results_dir!r} does not exist", file=sys.stderr)
-        return 2
     missing = [b for b in args.bench if not Path(b).exists()]
     if missing:
         print(f"error: benchmark file {missing[0]!r} does not exist", file=sys.stderr)
         return 2
-    root = Path(args.results_dir)
-    names = (RESULT_FILE, PLAN_FILE)
-    if not any(next(root.rglob(name), None) for name in names):
-        print(
-            f"error: no results under {args.results_dir!r} (no result.json or experiment.json); "
-            "run a sweep first, or point at the folder it wrote (e.g. runs/default)",
-            file=sys.stderr,
-        )
-        return 2
+    for folder in args.results_dir:
+        problem = _results_problem(Path(folder))
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
     out = Path(args.output)
     if out.is_dir():
         print(

@@ -10,7 +10,7 @@ import torch
 
 from harness import models
 from harness.config import ConfigError, load_experiment
-from harness.datasets.marks import SIZE, TOKEN, WINDOW, generate
+from harness.datasets.marks import SIZES, TOKEN, WINDOW, generate
 from reports.predictions import outcome, prediction_table
 
 CONFIGS = "harness/configs/"
@@ -18,7 +18,8 @@ CONFIGS = "harness/configs/"
 
 def _mark_tokens(image: np.ndarray) -> list[tuple[int, int, str]]:
     """(row, col, colour) of every token whose mean colour is a mark's."""
-    tokens = image.reshape(SIZE // TOKEN, TOKEN, SIZE // TOKEN, TOKEN, 3).mean(axis=(1, 3))
+    side = image.shape[0] // TOKEN
+    tokens = image.reshape(side, TOKEN, side, TOKEN, 3).mean(axis=(1, 3))
     found = []
     for (r, c), _ in np.ndenumerate(tokens[..., 0]):
         pixel = tokens[r, c]
@@ -30,6 +31,7 @@ def _mark_tokens(image: np.ndarray) -> list[tuple[int, int, str]]:
 @pytest.mark.parametrize("task", ["far_pair", "order"])
 def test_marks_are_seeded_token_aligned_and_labelled_by_the_rule(task):
     images, labels = generate(task, 200, seed=3)
+    assert images.shape == (200, SIZES[task], SIZES[task], 3)
     again, _ = generate(task, 200, seed=3)
     assert np.array_equal(images, again) and not np.array_equal(images, generate(task, 200, 4)[0])
     assert 0.35 < labels.mean() < 0.65  # balanced
@@ -59,8 +61,8 @@ def _pooled(variant: str, images: torch.Tensor, **switches) -> torch.Tensor:
         return model.forward_head(model.forward_features(images), pre_logits=True)
 
 
-def _canvas(marks: dict[tuple[int, int], tuple[float, float, float]]) -> torch.Tensor:
-    x = torch.zeros(3, SIZE, SIZE)
+def _canvas(marks: dict[tuple[int, int], tuple[float, float, float]], size: int) -> torch.Tensor:
+    x = torch.zeros(3, size, size)
     for (r, c), rgb in marks.items():
         x[:, TOKEN * r : TOKEN * (r + 1), TOKEN * c : TOKEN * (c + 1)] = torch.tensor(rgb)[
             :, None, None
@@ -80,7 +82,7 @@ def test_plain_windows_pool_a_sum_of_windows_so_same_colour_is_out_of_reach(vari
     a, b = (2, 3), (4, 4)  # different windows, both in the centre shifted window
     images = torch.stack(
         [
-            _canvas({a: c1, b: c2})
+            _canvas({a: c1, b: c2}, SIZES["far_pair"])
             for c1, c2 in ((RED, RED), (GREEN, GREEN), (RED, GREEN), (GREEN, RED))
         ]
     )
@@ -91,8 +93,8 @@ def test_plain_windows_pool_a_sum_of_windows_so_same_colour_is_out_of_reach(vari
 
 @pytest.mark.parametrize(("variant", "blind"), [("wmsa", True), ("swin", False)])
 def test_without_a_position_bias_a_window_is_blind_to_left_and_right(variant, blind):
-    left = _canvas({(1, 0): RED, (1, 2): BLUE})
-    right = _canvas({(1, 2): RED, (1, 0): BLUE})
+    left = _canvas({(1, 0): RED, (1, 2): BLUE}, SIZES["order"])
+    right = _canvas({(1, 2): RED, (1, 0): BLUE}, SIZES["order"])
     f = _pooled(variant, torch.stack([left, right]), window="window")
     gap = (f[0] - f[1]).abs().max().item()
     assert (gap < 1e-5) if blind else (gap > 1e-3), gap

@@ -1,20 +1,23 @@
 """Positive controls: generated images on which theory predicts how attention variants rank.
 
-A 32 px dark, noisy canvas carries coloured one-token marks (4x4 px, aligned to the patch grid of
-the ``patch4`` stem, so each token sees one whole mark or none). With the ``vit_lsla_probe``
-preset (one stage, 4x4-token windows: four windows per image in every block):
+A dark, noisy canvas carries coloured one-token marks (4x4 px, aligned to the patch grid of the
+``patch4`` stem, so each token sees one whole mark or none). With the ``vit_lsla_probe`` preset
+(one stage of 4x4-token windows):
 
-* ``task = "far_pair"``: a red or green mark in each of two different windows; label: same colour.
+* ``task = "far_pair"`` (32 px: four windows): a red or green mark in each of two different
+  windows, both inside the centre window of the shifted layout; label: same colour.
   Window attention without a shift never mixes windows, and the head pools a sum over tokens, which
   cannot express "same colour" of two separate parts (an XOR): chance, 50%. Shifted windows and
   global attention relate the windows and can reach 100%.
-* ``task = "order"``: a red and a blue mark in one row of one window; label: red left of blue.
+* ``task = "order"`` (16 px: one window): a red and a blue mark in one row; label: red left of
+  blue.
   Without a position bias (the patch stem and pooling give no other position signal) a window is
   a set, blind to order: chance. The relative-position bias B_i makes it solvable.
 
 If a predicted effect does not show, that is a finding about the harness (the report says so).
 Images are drawn once per split from ``seed`` (not the run's seed: every arm and training seed
-sees the same images); keep ``data.img_size = 32``, since resizing breaks the token alignment.
+sees the same images); keep ``data.img_size`` at the task's canvas size (32 or 16 px), since
+resizing breaks the token alignment.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from harness.datasets._images import ArrayImages
 from harness.datasets._registry import register
 from variants._config import Range
 
-SIZE, TOKEN, WINDOW = 32, 4, 4  # canvas px, px per token, tokens per window side
+TOKEN, WINDOW = 4, 4  # px per token, tokens per window side
+SIZES = {"far_pair": 32, "order": 16}  # canvas px of each task
 COLOURS = {"red": (230, 30, 30), "green": (30, 230, 30), "blue": (30, 30, 230)}
 SPLIT_OFFSETS = {"train": 0, "val": 1, "test": 2}
 NOTE = "generated positive control (theory predicts the ranking; not a benchmark)"
@@ -54,26 +58,20 @@ def _draw(canvas: np.ndarray, token: tuple[int, int], colour: str, rng) -> None:
     canvas[y : y + TOKEN, x : x + TOKEN] = np.clip(np.array(COLOURS[colour]) + noise, 0, 255)
 
 
-def _window_origin(window: int) -> tuple[int, int]:
-    per_side = SIZE // TOKEN // WINDOW
-    return WINDOW * (window // per_side), WINDOW * (window % per_side)
-
-
 def _far_pair(canvas: np.ndarray, rng) -> int:
-    windows = rng.choice((SIZE // TOKEN // WINDOW) ** 2, 2, replace=False)
+    """Two marks in different windows, both in the shifted layout's centre window (tokens 2-5):
+    one shifted block relates them directly; plain windows never do."""
     colours = rng.choice(["red", "green"], 2)
-    for window, colour in zip(windows, colours, strict=True):
-        oy, ox = _window_origin(window)
-        _draw(canvas, (oy + rng.integers(WINDOW), ox + rng.integers(WINDOW)), colour, rng)
+    _draw(canvas, (rng.integers(2, 6), rng.integers(2, 4)), colours[0], rng)  # left windows
+    _draw(canvas, (rng.integers(2, 6), rng.integers(4, 6)), colours[1], rng)  # right windows
     return int(colours[0] == colours[1])
 
 
 def _order(canvas: np.ndarray, rng) -> int:
-    oy, ox = _window_origin(rng.integers((SIZE // TOKEN // WINDOW) ** 2))
     cols = rng.choice(WINDOW, 2, replace=False)
-    row = oy + rng.integers(WINDOW)  # one row: left and right is all there is to tell
-    _draw(canvas, (row, ox + cols[0]), "red", rng)
-    _draw(canvas, (row, ox + cols[1]), "blue", rng)
+    row = rng.integers(WINDOW)  # one row: left and right is all there is to tell
+    _draw(canvas, (row, cols[0]), "red", rng)
+    _draw(canvas, (row, cols[1]), "blue", rng)
     return int(cols[0] < cols[1])
 
 
@@ -82,9 +80,11 @@ CLASSES = {"far_pair": ["different", "same"], "order": ["red right", "red left"]
 
 
 def generate(task: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` uint8 RGB images ``[n, 32, 32, 3]`` and their 0/1 labels, fixed by ``seed``."""
+    """``n`` uint8 RGB images ``[n, S, S, 3]`` (S: the task's canvas) and their 0/1 labels,
+    fixed by ``seed``."""
     rng = np.random.default_rng(seed)
-    images = np.clip(rng.normal(20, 6, (n, SIZE, SIZE, 3)), 0, 255)
+    size = SIZES[task]
+    images = np.clip(rng.normal(20, 6, (n, size, size, 3)), 0, 255)
     labels = np.array([TASKS[task](images[i], rng) for i in range(n)])
     return images.astype(np.uint8), labels
 
