@@ -52,6 +52,18 @@ def _ratio_line(info: dict) -> str:
     )
 
 
+def _speed_line(info: dict) -> str:
+    med, q1, q3 = info["speedup_vit_lsla_t_vs_swin_t_ref"]
+    return (
+        f"vit_lsla_t vs swin_t_ref, {info['mode']} batch {info['batch']}: {med:.2f}x "
+        f"(IQR {q1:.2f}-{q3:.2f}, {info['rounds_interleaved']} interleaved rounds, "
+        f"{info['timing_threads']} thread(s)); vs timm swin_tiny "
+        f"{info['speedup_vit_lsla_t_vs_timm']:.2f}x; GEMM-peak share "
+        f"{100 * info['gemm_share_vit_lsla_t']:.0f}% (swin_t_ref "
+        f"{100 * info['gemm_share_swin_t_ref']:.0f}%, peak {info['gemm_gflops']:.0f} GFLOP/s)"
+    )
+
+
 def headline_lines(benchmarks) -> list[str]:
     """The summary lines for pytest-benchmark's results (``.extra_info`` and ``.stats``)."""
     lines, scaling = [], {}
@@ -59,6 +71,15 @@ def headline_lines(benchmarks) -> list[str]:
         info = getattr(b, "extra_info", {}) or {}
         if info.get("kind") == "ratio":
             lines.append(_ratio_line(info))
+        elif info.get("kind") == "speed":
+            lines.append(_speed_line(info))
+        elif info.get("kind") == "memory":
+            lines.append(
+                "saved activations per image, vit_lsla_t / swin_t_ref: "
+                f"{info['saved_ratio_vit_lsla_t_vs_swin_t_ref']:.3f} "
+                f"({info['saved_mb_per_image_vit_lsla_t']:.1f} vs "
+                f"{info['saved_mb_per_image_swin_t_ref']:.1f} MB; goal <= 0.875)"
+            )
         elif info.get("kind") == "scaling" and getattr(b, "stats", None) is not None:
             key = (info["variant"], info.get("device", "cpu"))
             scaling.setdefault(key, []).append((info["tokens"], b.stats.median))

@@ -176,6 +176,29 @@ def _cmd_data_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    """Time and measure one model per arm against each other, interleaved in this process."""
+    from harness.compare import compare_arms, write_comparison
+    from harness.data import build_dataset
+
+    runs = _runs(args)
+    classes = build_dataset(runs[0].data, runs[0].train, "test").num_classes
+    result = compare_arms(runs, classes, rounds=args.rounds, threads=args.threads)
+    exp = write_comparison(runs, result)
+    base = result["baseline"]
+    for arm, stats in result["arms"].items():
+        inf, tr = stats["inference_speedup"], stats["train_speedup"]
+        print(
+            f"{arm:>24}: inference {inf[0]:.2f}x ({inf[1]:.2f}-{inf[2]:.2f}), train step "
+            f"{tr[0]:.2f}x ({tr[1]:.2f}-{tr[2]:.2f}), saved activations "
+            f"{stats['saved_ratio']:.2f}x of {base}"
+        )
+    print(
+        f"arms: {exp.arms} ({result['rounds']} interleaved rounds, {result['threads']} thread(s))"
+    )
+    return 0
+
+
 def add_subcommands(sub) -> None:
     p = sub.add_parser("data", help="dataset tools: 'data verify EXP.toml [--decode]'")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -189,6 +212,11 @@ def add_subcommands(sub) -> None:
     p = sub.add_parser("train", help="run exactly one point of an experiment (DDP via torchrun)")
     _add_common(p)
     p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("compare", help="the arms' speed and memory, interleaved in one process")
+    _add_common(p)
+    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads, pinned (default 1)")
+    p.set_defaults(func=_cmd_compare)
     p = sub.add_parser("status", help="state of every run of an experiment, from its files")
     _add_common(p)
     p.set_defaults(func=_cmd_status)

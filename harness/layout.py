@@ -5,6 +5,7 @@
     <out_dir>/<experiment>/
         experiment.json          the expanded experiment (what the sweep runs)
         results.csv / .parquet   one row per run record (flattened)
+        arms.json                the arms' speed and memory, interleaved (harness compare)
         bench/*.json             pytest-benchmark output, read by the report
         <run_id>/config.json     fully resolved run config
         <run_id>/fingerprint.json  everything that can change the result (harness.identity)
@@ -109,6 +110,10 @@ class ExperimentDir:
         return self.path / "experiment.json"
 
     @property
+    def arms(self) -> Path:  # the arms' speed and memory measured together (harness.compare)
+        return self.path / "arms.json"
+
+    @property
     def table_csv(self) -> Path:
         return self.path / "results.csv"
 
@@ -119,3 +124,4 @@ class ExperimentDir:
 
 RESULT_FILE = RunDir(Path()).result.name
 PLAN_FILE = ExperimentDir(Path()).plan.name
+ARMS_FILE = ExperimentDir(Path()).arms.name

@@ -190,6 +190,23 @@ def _time_steps(step, device: torch.device, steps: int, warmup: int) -> list[flo
     return times
 
 
+def saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes autograd keeps for backward during one forward of ``model`` on ``x``: every saved
+    tensor's storage counted once (views share it), parameters and the input left out."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    skip = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    skip.add(x.untyped_storage().data_ptr())
+    return sum(n for ptr, n in seen.items() if ptr not in skip)
+
+
 def nvml_memory_used_mb(device: torch.device | str | None = None) -> float | None:
     """Device memory used per NVML (all processes, CUDA context included); None without a GPU."""
     try:

@@ -17,6 +17,7 @@ import pandas as pd
 from harness.layout import PLAN_FILE, RESULT_FILE
 from harness.results import atomic_write_text
 from reports import plots, tables
+from reports.arms import comparison_frame, comparison_note, load_comparisons
 from reports.load import (
     bench_frame,
     find_bench_files,
@@ -264,6 +265,29 @@ def _header(records: list[dict], results_dir: str | Path) -> str:
     )
 
 
+def arms_section(comparisons: list[dict]) -> str:
+    """Speed and memory of the arms measured against each other (``harness compare``)."""
+    if not comparisons:
+        return (
+            "<p class='muted'>not measured together (run <code>python -m harness compare "
+            "EXP.toml</code>; the per-run figures above were each taken alone)</p>"
+        )
+    cols = {
+        "arm": "arm",
+        "inference_ms": "inference ms",
+        "inference_x": "× baseline (IQR)",
+        "train_ms": "train step ms",
+        "train_x": "× baseline (IQR)",
+        "saved_mb": "saved MB / image",
+        "saved_x": "× baseline",
+    }
+    parts = []
+    for c in comparisons:
+        note = html.escape(comparison_note(c))
+        parts.append(f"{html_table(comparison_frame(c), cols)}<p class='muted'>{note}</p>")
+    return "".join(parts)
+
+
 def predictions_section(predicted: pd.DataFrame) -> str:
     """The predicted orderings of positive controls, each with its paired interval and fate."""
     if predicted.empty:
@@ -349,6 +373,8 @@ def build(results_dir: str | Path | list[str | Path], bench_paths: list[str] | N
         "<h2>Paper's numbers beside ours</h2>",
         html_table(paper, {c: c for c in paper.columns}),
         "<p class='muted'>Ours only on the real datasets; stand-in runs are not comparable.</p>",
+        "<h2>Speed and memory between arms (measured together)</h2>",
+        arms_section(load_comparisons(dirs)),
         "<h2>Accuracy vs throughput and parameters</h2>",
         scatter_section(table),
         "<h2>Training curves</h2>",

@@ -1,0 +1,89 @@
+"""Whole-model speed and memory of vit_lsla_t against swin_t_ref and timm's swin_tiny, measured
+the honest way (``harness.timing``): one process, interleaved rounds, one pinned CPU thread,
+median and IQR of the per-round ratios, process CPU time beside wall time; a square GEMM runs in
+the same rounds, so "share of the GEMM peak" compares like with like.
+
+Saved activations are counted exactly: every tensor autograd saves for backward during one
+training forward, each storage once (views of one buffer are not counted twice).
+"""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+import harness.models  # noqa: F401  (registers the presets in timm)
+from benchmarks.conftest import run_benchmark
+from harness.measure import autocast, count_flops, saved_bytes
+from harness.timing import interleaved
+
+REFERENCE = "swin_tiny_patch4_window7_224"
+MODELS = ("vit_lsla_t", "swin_t_ref", REFERENCE)
+GEMM = 2048
+
+
+def _model_step(name: str, device: torch.device, batch: int, mode: str):
+    torch.manual_seed(0)
+    model = timm.create_model(name).to(device).train(mode == "train")
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    precision = "bf16" if device.type == "cuda" else "fp32"
+
+    def inference():
+        with torch.inference_mode(), autocast(device, precision):
+            model(x)
+
+    def train():
+        with autocast(device, precision):
+            loss = model(x).float().logsumexp(-1).mean()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return (inference if mode == "inference" else train), model
+
+
+def _gemm(device: torch.device):
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(GEMM, GEMM, device=device, dtype=dtype)
+    return lambda: a @ a
+
+
+@pytest.mark.parametrize(("mode", "batch"), [("inference", 4), ("inference", 16), ("train", 4)])
+def test_speed_vs_swin(benchmark, device, mode, batch):
+    fns, flops = {}, {}
+    for name in MODELS:
+        fns[name], model = _model_step(name, device, batch, mode)
+        flops[name] = 2 * count_flops(model, 224) * batch * (3 if mode == "train" else 1)
+    fns["gemm"] = _gemm(device)
+    rounds, warmup = (1, 0) if benchmark.disabled else (7, 2)  # disabled: a smoke test
+    cmp = interleaved(fns, "swin_t_ref", device, rounds=rounds, warmup=warmup, threads=1)
+    median = cmp.as_dict()["median_s"]
+    peak = 2 * GEMM**3 / median["gemm"]
+    info = dict(kind="speed", mode=mode, batch=batch, rounds_interleaved=rounds)
+    info.update(timing_threads=cmp.threads, load_avg=cmp.load_avg_before, gemm_gflops=peak / 1e9)
+    for name in ("vit_lsla_t", REFERENCE):
+        s = cmp.speedup(name)
+        info[f"speedup_{name}_vs_swin_t_ref"] = [s["median"], s["q1"], s["q3"]]
+    vs_timm = [t / l for t, l in zip(cmp.wall_s[REFERENCE], cmp.wall_s["vit_lsla_t"], strict=True)]
+    info["speedup_vit_lsla_t_vs_timm"] = sorted(vs_timm)[len(vs_timm) // 2]
+    for name in ("vit_lsla_t", "swin_t_ref"):
+        info[f"gemm_share_{name}"] = flops[name] / median[name] / peak
+    if cmp.cpu_s:
+        info["speedup_cpu_time_vit_lsla_t"] = cmp.speedup("vit_lsla_t", "cpu")["median"]
+    run_benchmark(benchmark, fns["vit_lsla_t"], device, warmup=0, group=f"speed-{mode}", **info)
+
+
+def test_saved_activations(benchmark, device):
+    batch = 2
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    per_image = {}
+    for name in MODELS:
+        model = timm.create_model(name).to(device).train()
+        per_image[name] = saved_bytes(model, x) / batch
+    info = {f"saved_mb_per_image_{k}": v / 2**20 for k, v in per_image.items()}
+    info["saved_ratio_vit_lsla_t_vs_swin_t_ref"] = per_image["vit_lsla_t"] / per_image["swin_t_ref"]
+    model = timm.create_model("vit_lsla_t").to(device).train()
+    run_benchmark(
+        benchmark, lambda: saved_bytes(model, x), device, warmup=0, group="memory",
+        kind="memory", **info,
+    )  # fmt: skip
