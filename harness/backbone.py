@@ -24,6 +24,7 @@ from timm.models import checkpoint_seq
 from torch import Tensor, nn
 
 import variants
+from harness.bn_gelu import bn_gelu_train
 from harness.timm_api import TimmModelApi
 from variants._config import ConfigError, Range, validate
 
@@ -70,8 +71,25 @@ class ConvStem(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, C, H, W] -> [B, H/4, W/4, dim]
-        x = self.conv2(self.act(self.bn1(self.conv1(x))))
-        return self.norm(x.permute(0, 2, 3, 1))
+        x = self.conv1(x)
+        if not torch.jit.is_scripting() and self._light_backward():
+            x = self._bn_gelu(x)  # keeps one map for backward instead of two
+        else:
+            x = self.act(self.bn1(x))
+        return self.norm(self.conv2(x).permute(0, 2, 3, 1))
+
+    @torch.jit.unused
+    def _light_backward(self) -> bool:
+        return (
+            self.training
+            and torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+            and not torch.compiler.is_exporting()
+        )
+
+    @torch.jit.unused
+    def _bn_gelu(self, x: Tensor) -> Tensor:
+        return bn_gelu_train(x, self.bn1)
 
 
 class PatchMerging(nn.Module):

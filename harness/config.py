@@ -154,7 +154,10 @@ class RunConfig:
         return RunDir(Path(self.out_dir) / self.experiment / self.run_id)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON types (a record read back from disk compares equal)."""
+        out = dataclasses.asdict(self)
+        out["predict"] = list(out["predict"])
+        return out
 
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -435,4 +438,5 @@ def run_from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a ``RunConfig`` from ``config.json`` (as written by ``RunConfig.to_dict``)."""
     sections = {name: _build_section("", name, dict(data.get(name, {}))) for name in SECTIONS}
     top = {k: data[k] for k in (*TOP_LEVEL, "run_id", "arm", "order") if k in data}
+    top["predict"] = tuple(top.get("predict") or ())
     return RunConfig(**top, **sections)

@@ -73,7 +73,7 @@ def test_set_overrides_are_parsed_as_toml_literals():
             ["data.name=imagenet"],
             "data.name='imagenet' is not valid (did you mean 'mini_imagenet'?); choices: digits",
         ),
-        (BASE, ["train.recipe=huge"], "choices: 'small', 'paper'"),
+        (BASE, ["train.recipe=huge"], "choices: 'small', 'exact', 'paper'"),
         (BASE, ["epochs=3"], "must be <section>.<key>"),
         (BASE, ["train.epochs=0"], "train.epochs=0 is out of range [1, inf]"),
         (BASE, ["train.reprob=1.5"], "train.reprob=1.5 is out of range [0.0, 1.0]"),

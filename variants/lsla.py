@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from variants._config import Range, validate
 from variants._contract import AttentionRecord, AttentionRecorder, Capabilities
+from variants._lsla_core import LSLACore
 from variants._lsla_reference import reference_forward
 from variants._registry import register
 from variants._window import (
@@ -287,23 +288,30 @@ class LSLAAttention(AttentionRecorder, nn.Module):
     def _attend(self, x: Tensor, geo: _Geometry) -> Tensor:
         B_, N, C = x.shape
         q, k, v = self._project(x)
-        bias = self._additive_bias(geo, B_)  # fp32 [B_ or 1, h, N, N]
-
         if self.fused and not self.recording:
+            bias = self._additive_bias(geo, B_)  # fp32 [B_ or 1, h, N, N]
             if bias is not None:
                 bias = bias.to(q.dtype)  # SDPA wants q's dtype
             p = self.attn_drop.p if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
+        elif not torch.jit.is_scripting() and self._core_applies(q):
+            out = self._explicit_core(q, k, v, geo)
         else:
-            out = self._explicit(q, k, v, bias, geo)
+            out = self._explicit(q, k, v, self._additive_bias(geo, B_), geo)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B_, N, C)))
 
     def _additive_bias(self, geo: _Geometry, B_: int) -> Tensor | None:
-        """Inner bias plus the shift mask as -inf, kept in fp32 in every block.
+        """Inner bias plus the shift mask as -inf, ``[B_ or 1, h, N, N]``, kept in fp32 in every
+        block. (Under bf16 autocast, rounding it to the logits' dtype in shifted blocks only
+        would make W and SW blocks compute differently.)"""
+        bias = self._compact_bias(geo)
+        if bias is None or bias.shape[0] == 1:
+            return bias
+        nW, N = bias.shape[0], bias.shape[-1]
+        return bias.unsqueeze(0).expand(B_ // nW, nW, self.num_heads, N, N).reshape(B_, -1, N, N)
 
-        (Under bf16 autocast, rounding it to the logits' dtype in shifted blocks only would make
-        W and SW blocks compute differently.)
-        """
+    def _compact_bias(self, geo: _Geometry) -> Tensor | None:
+        """The same additive term once per window position: ``[nW or 1, h or 1, N, N]``."""
         bias: Tensor | None = None
         if self.inner_bias is not None:
             bias = self.inner_bias(geo.index).unsqueeze(0)
@@ -311,13 +319,10 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         if neg is None:
             return bias
         neg = neg.unsqueeze(1)  # [nW, 1, N, N]
-        if bias is not None:
-            neg = bias.float() + neg
-        nW, h, N = neg.shape[0], self.num_heads, neg.shape[-1]
-        return neg.unsqueeze(0).expand(B_ // nW, nW, h, N, N).reshape(B_, h, N, N)
+        return neg if bias is None else bias.float() + neg
 
     def _explicit(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, geo: _Geometry):
-        """The un-fused path: needed for S, B_o and for recording the weights."""
+        """The un-fused path, op by op: needed for S, B_o and for recording the weights."""
         index, mask = geo.index, geo.mask
         if self.dyn_scale is None:
             logits = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # timm's order of operations
@@ -340,6 +345,46 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         if self.recording:
             self._keep(attn, softmax, geo)
         return self.attn_drop(attn) @ v
+
+    @torch.jit.unused
+    def _core_applies(self, q: Tensor) -> bool:
+        """``LSLACore`` saves no N x N tensor for backward; it pays off when one is recorded by
+        autograd (fp32, no attention dropout, nothing being recorded or captured)."""
+        return (
+            torch.is_grad_enabled()
+            and not self.recording
+            and not (self.training and self.attn_drop.p > 0)
+            and not torch.is_autocast_enabled(q.device.type)
+            and not torch.compiler.is_compiling()
+            and not torch.compiler.is_exporting()
+        )
+
+    @torch.jit.unused
+    def _explicit_core(self, q: Tensor, k: Tensor, v: Tensor, geo: _Geometry) -> Tensor:
+        index, mask = geo.index, geo.mask
+        zero = q.new_zeros(1, 1, 1, 1)
+        s = self.dyn_scale(index) if self.dyn_scale is not None else zero[0] + self.head_dim**-0.5
+        inner = self.inner_bias(geo.index).unsqueeze(0) if self.inner_bias is not None else zero
+        neg = geo.neg.unsqueeze(1) if geo.neg is not None else zero  # [nW, 1, N, N]
+        bo = self.outer_bias(index).unsqueeze(0) if self.outer_bias is not None else zero
+        keep = zero + 1.0
+        if mask is not None and self.mask_outer and self.outer_bias is not None:
+            keep = self._keep_mask(mask)  # [nW, 1, N, N]: where B_o applies
+        nW = max(neg.shape[0], keep.shape[0])
+        if nW > 1:  # per-window terms: attend in [B, nW, h, N, d], every table broadcasts
+            q, k, v = (t.unflatten(0, (t.shape[0] // nW, nW)) for t in (q, k, v))
+        div = self.scale_div and self.dyn_scale is not None
+        mul = self.outer_mul and self.outer_bias is not None
+        inner = inner.float() if geo.neg is not None else inner  # as _compact_bias does
+        out = LSLACore.apply(q, k, v, s, inner, neg, bo, keep, div, mul)
+        return out.flatten(0, 1) if nW > 1 else out
+
+    @torch.jit.unused
+    def _keep_mask(self, mask: Tensor) -> Tensor:
+        key = ("keep", mask.data_ptr(), tuple(mask.shape), mask.device)
+        if key not in self._cache:
+            self._cache[key] = mask.unsqueeze(1).float()
+        return self._cache[key]
 
     @torch.jit.unused
     def _keep(self, attn: Tensor, softmax: Tensor, geo: _Geometry) -> None:

@@ -1,0 +1,78 @@
+"""The memory-light backward paths equal the op-by-op ones exactly (float64) and keep less."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import variants
+from harness.backbone import ConvStem
+from harness.measure import saved_bytes
+from variants.lsla import LSLAAttention
+
+
+def _explicit(name: str) -> bool:
+    m = variants.create(name, 8, 2, 4, 0)
+    return isinstance(m, LSLAAttention) and not m.fused
+
+
+EXPLICIT = [n for n in variants.names() if _explicit(n)]
+
+
+def _grads(module, x, light: bool) -> list[torch.Tensor]:
+    module._core_applies = lambda q: light  # instance attribute: the path under test
+    module.zero_grad()
+    x = x.detach().requires_grad_(True)
+    y = module(x)
+    weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)
+    (y * weights).sum().backward()
+    return [y.detach(), x.grad, *(p.grad for p in module.parameters())]
+
+
+@pytest.mark.parametrize("shift", [0, 3])
+@pytest.mark.parametrize("name", EXPLICIT)
+def test_lsla_core_equals_the_op_by_op_path(name, shift):
+    torch.manual_seed(0)
+    m = variants.create(name, 48, 3, 7, shift).double()
+    assert isinstance(m, LSLAAttention)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # tables away from their constant init
+    x = torch.randn(2, 15, 13, 48, dtype=torch.float64)  # padded and shifted windows
+    light, plain = _grads(m, x, True), _grads(m, x, False)
+    params = [None, None, *(n for n, _ in m.named_parameters())]
+    for name_, a, b in zip(params, light, plain, strict=True):
+        # the inner bias is summed in fp32 on purpose (see _additive_bias), in either order
+        tol = 1e-6 if name_ and "inner_bias" in name_ else 1e-12
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=name_)
+
+
+def test_lsla_core_keeps_no_window_sized_attention_maps():
+    m = variants.create("lsla", 96, 3, 7, 3)
+    x = torch.randn(4, 28, 28, 96)
+    m._core_applies = lambda q: True
+    light = saved_bytes(m, x)
+    m._core_applies = lambda q: False
+    plain = saved_bytes(m, x)
+    maps = 4 * 16 * 3 * 49 * 49 * 4  # one [B*nW, h, N, N] fp32 tensor
+    assert plain - light >= 2 * maps
+
+
+def test_light_conv_stem_equals_batchnorm_then_gelu():
+    torch.manual_seed(0)
+    light = ConvStem(3, 32).double().train()
+    plain = copy.deepcopy(light)
+    plain._light_backward = lambda: False
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    results = []
+    for stem in (light, plain):
+        xi = x.clone().requires_grad_(True)
+        y = stem(stem(xi).sum() * 0 + xi)  # two training steps' worth of running-stat updates
+        (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+        stats = [stem.bn1.running_mean, stem.bn1.running_var, stem.bn1.num_batches_tracked]
+        results.append([y.detach(), xi.grad, *stats, *(p.grad for p in stem.parameters())])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert saved_bytes(light, x) < saved_bytes(plain, x)

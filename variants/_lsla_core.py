@@ -1,0 +1,64 @@
+"""LSLA's explicit attention core as one autograd function that keeps no N x N tensor for backward.
+
+    out = (softmax(QK^T * S + B) + B_o) V          (or QK^T / S; or softmax(.) * (1 + B_o))
+
+Written op by op, autograd keeps QK^T, the softmax and the weights for every window of the batch:
+three ``[B_, h, N, N]`` tensors per layer, more than Swin's fused attention keeps in total. Here
+backward recomputes them from Q, K, V and the small tables (one more ``QK^T`` product), so what is
+saved is Q, K, V (views of tensors the projections keep anyway) and the ``[nW, h, N, N]`` tables.
+The tables broadcast over ``[B, nW, h, N, N]``; no per-image copy of them is ever made.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _weights(q, k, s, inner, neg, bo, keep, scale_div: bool, outer_mul: bool):
+    qk = q @ k.transpose(-2, -1)
+    logits = (qk / s if scale_div else qk * s) + (inner + neg)
+    p = logits.softmax(dim=-1)
+    bo = bo * keep
+    a = p * (1.0 + bo) if outer_mul else p + bo
+    return qk, p, a
+
+
+def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
+    """Reduce a broadcast gradient to ``shape`` (the table's own shape)."""
+    return grad.sum_to_size(shape)
+
+
+class LSLACore(torch.autograd.Function):
+    """q, k, v ``[B, nW, h, N, d]`` (or ``[B_, h, N, d]``); the tables S ``[h, N, N]``, B_i and
+    B_o ``[1, h, N, N]``; the shift mask as ``neg`` (0 / -inf) and ``keep`` (1 / 0, where B_o
+    applies), ``[nW, 1, N, N]``: each broadcasts, and the combined terms are rebuilt in
+    backward rather than kept."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, s, inner, neg, bo, keep, scale_div: bool, outer_mul: bool):
+        _, _, a = _weights(q, k, s, inner, neg, bo, keep, scale_div, outer_mul)
+        ctx.save_for_backward(q, k, v, s, inner, neg, bo, keep)
+        ctx.flags = (scale_div, outer_mul)
+        return a @ v
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, s, inner, neg, bo, keep = ctx.saved_tensors
+        scale_div, outer_mul = ctx.flags
+        qk, p, a = _weights(q, k, s, inner, neg, bo, keep, scale_div, outer_mul)
+        dv = a.transpose(-2, -1) @ dout
+        da = dout @ v.transpose(-2, -1)
+        dbo = _sum_to((da * p if outer_mul else da) * keep, bo.shape)
+        dp = da * (1.0 + bo * keep) if outer_mul else da
+        dlogits = p * (dp - (dp * p).sum(dim=-1, keepdim=True))
+        dinner = _sum_to(dlogits, inner.shape)
+        if scale_div:
+            dqk = dlogits / s
+            ds = _sum_to(-dlogits * qk / (s * s), s.shape)
+        else:
+            dqk = dlogits * s
+            ds = _sum_to(dlogits * qk, s.shape)
+        dq = dqk @ k
+        dk = dqk.transpose(-2, -1) @ q
+        return dq, dk, dv, ds, dinner, None, dbo, None, None, None
