@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_type_hints
 
 from harness.layout import RunDir
+from harness.results import parse_prediction
 from variants._config import ConfigError, Pattern, Range, check_fields, check_value, suggest
 
 PositiveInt = Annotated[int, Range(1)]
@@ -367,15 +368,6 @@ def load_experiment(
     _check_baseline(runs, tree.get("baseline"), where)
     _check_predictions(runs, where)
     return runs
-
-
-PREDICTION = re.compile(r"^\s*(\S+)\s*>\s*(\S+)\s*$")
-
-
-def parse_prediction(text: str) -> tuple[str, str] | None:
-    """``"A > B"`` -> ``("A", "B")``; None when the text is not of that form."""
-    match = PREDICTION.match(text)
-    return (match.group(1), match.group(2)) if match else None
 
 
 def _check_predictions(runs: list[RunConfig], where: str) -> None:

@@ -165,3 +165,13 @@ def write_table(root: str | os.PathLike) -> Path | None:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return out
+
+
+_PREDICTION = re.compile(r"^\s*(\S+)\s*>\s*(\S+)\s*$")
+
+
+def parse_prediction(text: str) -> tuple[str, str] | None:
+    """An experiment's predicted ordering ``"A > B"`` (its ``predict`` list, kept in every
+    record's config) -> ``("A", "B")``; None when the text is not of that form."""
+    match = _PREDICTION.match(text)
+    return (match.group(1), match.group(2)) if match else None

@@ -7,19 +7,13 @@ not hold is a finding about the harness (or the theory), and the report says so 
 
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 
+from harness.results import parse_prediction
 from reports.stats import paired_difference
+from reports.tables import values_by_seed
 
-_PREDICTION = re.compile(r"^\s*(\S+)\s*>\s*(\S+)\s*$")
 COLUMN = "top1"
-
-
-def _by_seed(runs: pd.DataFrame, arm: str) -> dict[int, float]:
-    rows = runs[runs["arm"] == arm].dropna(subset=[COLUMN])
-    return dict(zip(rows["seed"].astype(int), rows[COLUMN].astype(float), strict=True))
 
 
 def outcome(mean: float, ci: float | None, n: int) -> str:
@@ -42,11 +36,12 @@ def prediction_table(runs: pd.DataFrame) -> pd.DataFrame:
     for (exp, ds), group in done.groupby(["experiment", "dataset"], sort=False):
         texts = dict.fromkeys(t for p in group["predict"] for t in (p or ()))
         for text in texts:
-            match = _PREDICTION.match(text)
-            if match is None:
+            pair = parse_prediction(text)
+            if pair is None:
                 continue
-            high, low = match.groups()
-            d = paired_difference(_by_seed(group, high), _by_seed(group, low))
+            high, low = pair
+            by_seed = (values_by_seed(group, arm, COLUMN) for arm in pair)
+            d = paired_difference(*by_seed)
             rows.append(
                 {
                     "experiment": exp,

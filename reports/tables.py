@@ -98,12 +98,17 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def values_by_seed(runs: pd.DataFrame, arm: str, column: str) -> dict[int, float]:
+    """``seed -> value`` of ``column`` for the runs of ``arm`` (the pairing key of differences)."""
+    rows = runs[runs["arm"] == arm].dropna(subset=[column])
+    return dict(zip(rows["seed"].astype(int), rows[column].astype(float), strict=True))
+
+
 def _paired(group: pd.DataFrame, runs: pd.DataFrame, column: str, base: str) -> None:
     """Paired-by-seed differences to the baseline arm, Holm-corrected across the other arms."""
 
     def by_seed(arm: str) -> dict[int, float]:
-        rows = runs[runs["arm"] == arm].dropna(subset=[column])
-        return dict(zip(rows["seed"].astype(int), rows[column].astype(float), strict=True))
+        return values_by_seed(runs, arm, column)
 
     base_values = by_seed(base)
     results = [paired_difference(by_seed(arm), base_values) for arm in group["arm"]]
