@@ -76,8 +76,9 @@ def compare_arms(
         fns = {arm: b[i] for arm, b in built.items()}
         cmp = interleaved(fns, baseline, device, rounds=rounds, threads=threads)
         out.update(threads=cmp.threads, load_avg=cmp.load_avg_before)
+        median_s = cmp.as_dict()["median_s"]
         for arm, stats in out["arms"].items():
-            stats[f"{mode}_ms_median"] = 1e3 * cmp.as_dict()["median_s"][arm]
+            stats[f"{mode}_ms_median"] = 1e3 * median_s[arm]
             s = cmp.speedup(arm)
             stats[f"{mode}_speedup"] = [s["median"], s["q1"], s["q3"]]
     base_saved = out["arms"][baseline]["saved_mb_per_image"]

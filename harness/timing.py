@@ -80,11 +80,12 @@ class Comparison:
     wall_s: dict[str, list[float]] = field(default_factory=dict)
     cpu_s: dict[str, list[float]] = field(default_factory=dict)
 
-    def speedup(self, name: str, clock: str = "wall") -> dict[str, float]:
-        """baseline time / ``name`` time, round by round: >1 means ``name`` is faster."""
+    def speedup(self, name: str, clock: str = "wall", over: str | None = None) -> dict[str, float]:
+        """``over`` time / ``name`` time (``over``: the baseline unless given), round by round:
+        above 1 means ``name`` is faster."""
         times = self.wall_s if clock == "wall" else self.cpu_s
-        ratios = [b / c for b, c in zip(times[self.baseline], times[name], strict=True)]
-        return _spread(ratios)
+        ref = times[over or self.baseline]
+        return _spread([b / c for b, c in zip(ref, times[name], strict=True)])
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)

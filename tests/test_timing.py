@@ -56,3 +56,11 @@ def test_cuda_timing_uses_events():
     a = torch.randn(2048, 2048, device=device)
     sample = time_call(lambda: a @ a, device, repeats=5)
     assert sample.cpu_s is None and 0 < sample.wall_s < 1.0
+
+
+def test_speedup_over_another_candidate_than_the_baseline():
+    calls: list[str] = []
+    fns = {n: _sleeper(t, calls, n) for n, t in (("a", 0.005), ("b", 0.02), ("c", 0.01))}
+    cmp = interleaved(fns, baseline="a", device=CPU, rounds=3, warmup=0)
+    assert 1.5 < cmp.speedup("c", over="b")["median"] < 2.5  # c is twice as fast as b
+    assert cmp.speedup("c")["median"] < 1  # and slower than the baseline a
