@@ -202,7 +202,8 @@ def test_ctrl_c_is_one_line_exit_130_and_the_run_resumes_bitwise(tmp_path, signa
 
     root = Path(__file__).parents[1]
     exp = tmp_path / "exp.toml"
-    exp.write_text(TINY.replace("epochs = 3", "epochs = 4") + "throughput = false\n")
+    # 12 epochs: the signal must land before the run ends, even when this process is descheduled
+    exp.write_text(TINY.replace("epochs = 3", "epochs = 12") + "throughput = false\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "harness", "sweep", str(exp), "--no-progress"]
     ref = subprocess.run([*cmd, "--out", str(tmp_path / "ref")], cwd=root, env=env, timeout=300)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import variants
-from harness.backbone import ConvStem
 from harness.measure import saved_bytes
+from harness.stem import ConvStem
 from variants.lsla import LSLAAttention
 
 
