@@ -210,8 +210,11 @@ def test_ctrl_c_is_one_line_exit_130_and_the_run_resumes_bitwise(tmp_path, signa
     assert ref.returncode == 0
     run = ["--out", str(tmp_path / "int")]
     proc = subprocess.Popen(
-        [*cmd, *run], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        [*cmd, *run], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as from a terminal: a test runner started in the background ignores SIGINT, and a
+        # child inherits that (Python then installs no KeyboardInterrupt handler)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     checkpoint = tmp_path / "int" / "tiny" / "run" / "checkpoint.pt"
     deadline = time.time() + 240
     while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
