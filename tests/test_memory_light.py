@@ -1,4 +1,5 @@
-"""The memory-light backward paths equal the op-by-op ones exactly (float64) and keep less."""
+"""The core attention paths (memory-light backward; in-place, cached tables without autograd) and
+the light conv stem equal the op-by-op ones (exactly in float64) and keep less."""
 
 from __future__ import annotations
 
@@ -47,6 +48,44 @@ def test_lsla_core_equals_the_op_by_op_path(name, shift):
         # the inner bias is summed in fp32 on purpose (see _additive_bias), in either order
         tol = 1e-6 if name_ and "inner_bias" in name_ else 1e-12
         torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=name_)
+
+
+def _no_grad_output(module, x, core: bool) -> torch.Tensor:
+    module._core_applies = lambda q: core
+    with torch.inference_mode():
+        return module(x)
+
+
+@pytest.mark.parametrize("shift", [0, 3])
+@pytest.mark.parametrize("name", EXPLICIT)
+def test_no_grad_core_equals_the_op_by_op_path(name, shift):
+    torch.manual_seed(0)
+    m = variants.create(name, 48, 3, 7, shift).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(2, 15, 13, 48)  # padded and shifted windows
+    torch.testing.assert_close(_no_grad_output(m, x, True), _no_grad_output(m, x, False))
+
+
+def test_no_grad_tables_follow_parameter_updates():
+    """The combined tables are kept between calls; an in-place update (an optimiser step, a
+    loaded state dict) must rebuild them, and training mode must see the new values too."""
+    torch.manual_seed(0)
+    m = variants.create("lsla", 48, 3, 7, 3).eval()
+    x = torch.randn(2, 14, 14, 48)
+    before = _no_grad_output(m, x, True)
+    opt = torch.optim.SGD(m.parameters(), lr=1.0)
+    m.train()
+    m(x).square().sum().backward()  # the grad path, then a step on every table
+    opt.step()
+    m.eval()
+    after = _no_grad_output(m, x, True)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, _no_grad_output(m, x, False))
+    fresh = variants.create("lsla", 48, 3, 7, 3).eval()
+    m.load_state_dict(fresh.state_dict())
+    torch.testing.assert_close(_no_grad_output(m, x, True), _no_grad_output(fresh, x, False))
 
 
 def test_lsla_core_keeps_no_window_sized_attention_maps():

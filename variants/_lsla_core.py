@@ -11,6 +11,8 @@ The tables broadcast over ``[B, nW, h, N, N]``; no per-image copy of them is eve
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -62,3 +64,29 @@ class LSLACore(torch.autograd.Function):
         dq = dqk @ k
         dk = dqk.transpose(-2, -1) @ q
         return dq, dk, dv, ds, dinner, None, dbo, None, None, None
+
+
+class Tables(NamedTuple):
+    """The small per-geometry terms of one layer's attention, each broadcasting over
+    ``[B, nW, h, N, N]``: S ``[h, N, N]`` (None: fixed scale, applied to Q), the additive term
+    B_i + shift mask ``[nW or 1, h or 1, N, N]`` and the outer term B_o * keep (or 1 + that for
+    ``outer_mul``) ``[nW or 1, h, N, N]``; None where a switch is off."""
+
+    scale: Tensor | None
+    bias: Tensor | None
+    outer: Tensor | None
+
+
+def attend_no_grad(q: Tensor, k: Tensor, v: Tensor, t: Tables, scale_div: bool, outer_mul: bool):
+    """The forward of :class:`LSLACore` without autograd: each N x N pass is done in place on
+    the one logits buffer, the tables precombined (fewer and smaller fresh buffers: on CPU a
+    fresh buffer costs page faults as well as memory traffic)."""
+    logits = q @ k.transpose(-2, -1)
+    if t.scale is not None:
+        logits = logits.div_(t.scale) if scale_div else logits.mul_(t.scale)
+    if t.bias is not None:
+        logits = logits.add_(t.bias)
+    a = logits.softmax(dim=-1)
+    if t.outer is not None:
+        a = a.mul_(t.outer) if outer_mul else a.add_(t.outer)
+    return a @ v

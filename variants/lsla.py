@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from variants._config import Range, validate
 from variants._contract import AttentionRecord, AttentionRecorder, Capabilities
-from variants._lsla_core import LSLACore
+from variants._lsla_core import LSLACore, Tables, attend_no_grad
 from variants._lsla_reference import reference_forward
 from variants._registry import register
 from variants._window import (
@@ -78,15 +78,16 @@ class _Geometry(NamedTuple):
     index: Tensor  # [N, N] relative-position index into the tables
     mask: Tensor | None  # [nW, N, N] True where query and key share an image region
     neg: Tensor | None  # [nW, N, N] fp32: 0 where ``mask`` is True, -inf elsewhere
+    keep: Tensor | None  # [nW, 1, N, N] fp32: 1 where ``mask`` is True (B_o applies), else 0
     valid: Tensor | None  # [B_, N] real (not padding) queries; only built while recording
 
 
 def _shift_masks(
     padded: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], device: torch.device
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     mask = shift_region_mask(padded, window, shift, device)
     neg = torch.zeros(mask.shape, device=device).masked_fill(~mask, float("-inf"))
-    return mask, neg
+    return mask, neg, mask.unsqueeze(1).float()
 
 
 def _valid_queries(
@@ -203,7 +204,7 @@ class LSLAAttention(AttentionRecorder, nn.Module):
     def _index(self, grid: tuple[int, int], device: torch.device) -> Tensor:
         if torch.jit.is_scripting():
             return relative_position_index(grid, self.window_size, device)
-        return self._cached(("index", grid, device), grid, (0, 0), (0, 0))
+        return self._cached(("index", grid, device))
 
     def _mask(
         self,
@@ -211,26 +212,27 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         window: tuple[int, int],
         shift: tuple[int, int],
         device: torch.device,
-    ) -> tuple[Tensor, Tensor]:
-        """The shift mask and the same as an additive fp32 term (0 or -inf)."""
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The shift mask, as an additive fp32 term (0 or -inf) and as a 0/1 factor."""
         if torch.jit.is_scripting():
             return _shift_masks(padded, window, shift, device)
-        return self._cached(("mask", padded, window, shift, device), padded, window, shift)
+        return self._cached(("mask", padded, window, shift, device))
 
     @torch.jit.unused
-    def _cached(self, key: tuple, grid, window, shift):
-        """Geometry tensors, built once per shape and device (index when ``window`` is (0, 0)).
+    def _cached(self, key: tuple):
+        """Geometry tensors, built once per ``key``: ``("index", grid, device)`` or
+        ``("mask", padded, window, shift, device)``.
 
         Built outside inference mode: a tensor made under ``torch.inference_mode`` cannot be
         saved for backward, and the first forward (a FLOP count, say) may well run there. While
         a graph is being captured (``torch.compile``, ``torch.export``) nothing is cached: the
         geometry becomes part of the graph instead of a stray tensor attribute.
         """
-        device = key[-1]
+        kind, *shape, device = key
         make = (
-            (lambda: relative_position_index(grid, self.window_size, device))
-            if window == (0, 0)
-            else (lambda: _shift_masks(grid, window, shift, device))
+            (lambda: relative_position_index(shape[0], self.window_size, device))
+            if kind == "index"
+            else (lambda: _shift_masks(*shape, device))
         )
         if torch.compiler.is_compiling() or torch.compiler.is_exporting():
             return make()
@@ -243,7 +245,7 @@ class LSLAAttention(AttentionRecorder, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         B, H, W, C = x.shape
         if self.global_mode:
-            geo = _Geometry((H, W), self._index((H, W), x.device), None, None, None)
+            geo = _Geometry((H, W), self._index((H, W), x.device), None, None, None, None)
             return self._attend(x.reshape(B, H * W, C), geo).view(B, H, W, C)
 
         window, shift = self.window_and_shift(H, W)
@@ -257,12 +259,13 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         windows = window_partition(x, window).reshape(-1, window[0] * window[1], C)  # [B*nW, N, C]
         mask: Tensor | None = None
         neg: Tensor | None = None
+        keep: Tensor | None = None
         if shifted:
-            mask, neg = self._mask((Hp, Wp), window, shift, x.device)
+            mask, neg, keep = self._mask((Hp, Wp), window, shift, x.device)
         valid: Tensor | None = None
         if self.recording:
             valid = _valid_queries(B, (H, W), (Hp, Wp), window, x.device)
-        geo = _Geometry(window, self._index(window, x.device), mask, neg, valid)
+        geo = _Geometry(window, self._index(window, x.device), mask, neg, keep, valid)
         out = self._attend(windows, geo)
 
         out = window_reverse(out.reshape(-1, window[0], window[1], C), window, Hp, Wp)
@@ -348,11 +351,10 @@ class LSLAAttention(AttentionRecorder, nn.Module):
 
     @torch.jit.unused
     def _core_applies(self, q: Tensor) -> bool:
-        """``LSLACore`` saves no N x N tensor for backward; it pays off when one is recorded by
-        autograd (fp32, no attention dropout, nothing being recorded or captured)."""
+        """The core paths (``LSLACore`` with autograd, ``attend_no_grad`` without) need one
+        dtype throughout (no autocast), no attention dropout, nothing recorded or captured."""
         return (
-            torch.is_grad_enabled()
-            and not self.recording
+            not self.recording
             and not (self.training and self.attn_drop.p > 0)
             and not torch.is_autocast_enabled(q.device.type)
             and not torch.compiler.is_compiling()
@@ -361,30 +363,67 @@ class LSLAAttention(AttentionRecorder, nn.Module):
 
     @torch.jit.unused
     def _explicit_core(self, q: Tensor, k: Tensor, v: Tensor, geo: _Geometry) -> Tensor:
-        index, mask = geo.index, geo.mask
-        zero = q.new_zeros(1, 1, 1, 1)
-        s = self.dyn_scale(index) if self.dyn_scale is not None else zero[0] + self.head_dim**-0.5
-        inner = self.inner_bias(geo.index).unsqueeze(0) if self.inner_bias is not None else zero
-        neg = geo.neg.unsqueeze(1) if geo.neg is not None else zero  # [nW, 1, N, N]
-        bo = self.outer_bias(index).unsqueeze(0) if self.outer_bias is not None else zero
-        keep = zero + 1.0
-        if mask is not None and self.mask_outer and self.outer_bias is not None:
-            keep = self._keep_mask(mask)  # [nW, 1, N, N]: where B_o applies
-        nW = max(neg.shape[0], keep.shape[0])
+        if k is v and not torch.is_grad_enabled():  # qxx: keys and values are X's channel
+            k = v = k.contiguous()  # slices; one copy serves both (autograd would keep it)
+        nW = geo.neg.shape[0] if geo.neg is not None else 1
         if nW > 1:  # per-window terms: attend in [B, nW, h, N, d], every table broadcasts
             q, k, v = (t.unflatten(0, (t.shape[0] // nW, nW)) for t in (q, k, v))
         div = self.scale_div and self.dyn_scale is not None
         mul = self.outer_mul and self.outer_bias is not None
-        inner = inner.float() if geo.neg is not None else inner  # as _compact_bias does
-        out = LSLACore.apply(q, k, v, s, inner, neg, bo, keep, div, mul)
+        if torch.is_grad_enabled():
+            out = LSLACore.apply(q, k, v, *self._grad_tables(q, geo), div, mul)
+        else:
+            if self.dyn_scale is None:
+                q = q * self.head_dim**-0.5  # timm's order of operations
+            out = attend_no_grad(q, k, v, self._no_grad_tables(geo, q.dtype), div, mul)
         return out.flatten(0, 1) if nW > 1 else out
 
     @torch.jit.unused
-    def _keep_mask(self, mask: Tensor) -> Tensor:
-        key = ("keep", mask.data_ptr(), tuple(mask.shape), mask.device)
-        if key not in self._cache:
-            self._cache[key] = mask.unsqueeze(1).float()
-        return self._cache[key]
+    def _grad_tables(self, q: Tensor, geo: _Geometry) -> tuple[Tensor, ...]:
+        """S, B_i, the -inf mask, B_o and where B_o applies, for ``LSLACore`` (absent: 0 or 1)."""
+        index = geo.index
+        zero = q.new_zeros(1, 1, 1, 1)
+        s = self.dyn_scale(index) if self.dyn_scale is not None else zero[0] + self.head_dim**-0.5
+        inner = self.inner_bias(index).unsqueeze(0) if self.inner_bias is not None else zero
+        neg = geo.neg.unsqueeze(1) if geo.neg is not None else zero  # [nW, 1, N, N]
+        bo = self.outer_bias(index).unsqueeze(0) if self.outer_bias is not None else zero
+        keep = zero + 1.0
+        if geo.keep is not None and self.mask_outer and self.outer_bias is not None:
+            keep = geo.keep
+        inner = inner.float() if geo.neg is not None else inner  # as _compact_bias does
+        return s, inner, neg, bo, keep
+
+    @torch.jit.unused
+    def _no_grad_tables(self, geo: _Geometry, dtype: torch.dtype) -> Tables:
+        """The tables combined once per geometry and kept while the parameters they come from
+        are unchanged (same storage, same version: an optimiser step or a load rebuilds them).
+        Global attention's tables grow with the map and are never kept."""
+        tables = [t for t in (self.dyn_scale, self.inner_bias, self.outer_bias) if t is not None]
+        params = [t.relative_position_bias_table for t in tables]
+        version = tuple((p.data_ptr(), p._version) for p in params)
+        neg_at = geo.neg.data_ptr() if geo.neg is not None else 0
+        key = ("tables", geo.index.data_ptr(), neg_at, dtype)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        with torch.inference_mode(False), torch.no_grad():
+            built = self._combine_tables(geo, dtype)
+        if not self.global_mode:
+            self._cache[key] = (version, built)
+        return built
+
+    @torch.jit.unused
+    def _combine_tables(self, geo: _Geometry, dtype: torch.dtype) -> Tables:
+        index = geo.index
+        scale = self.dyn_scale(index) if self.dyn_scale is not None else None
+        bias = self._compact_bias(geo)
+        outer: Tensor | None = None
+        if self.outer_bias is not None:
+            outer = self.outer_bias(index).unsqueeze(0)
+            if geo.keep is not None and self.mask_outer:
+                outer = outer * geo.keep
+            outer = 1.0 + outer if self.outer_mul else outer
+        return Tables(*(None if t is None else t.to(dtype) for t in (scale, bias, outer)))
 
     @torch.jit.unused
     def _keep(self, attn: Tensor, softmax: Tensor, geo: _Geometry) -> None:
