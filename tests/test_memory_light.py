@@ -9,6 +9,8 @@ import pytest
 import torch
 
 import variants
+import variants._lsla_core as lsla_core
+import variants.lsla as lsla_module
 from harness.measure import saved_bytes
 from harness.stem import ConvStem
 from variants.lsla import LSLAAttention
@@ -66,6 +68,33 @@ def test_no_grad_core_equals_the_op_by_op_path(name, shift):
             p.add_(0.1 * torch.randn_like(p))
     x = torch.randn(2, 15, 13, 48)  # padded and shifted windows
     torch.testing.assert_close(_no_grad_output(m, x, True), _no_grad_output(m, x, False))
+
+
+@pytest.mark.parametrize("name", EXPLICIT)
+def test_global_no_grad_core_equals_the_op_by_op_path(name, monkeypatch):
+    """Global attention without autograd runs in chunks of query rows over table views; a
+    small chunk budget gives several chunks and a short last one."""
+    monkeypatch.setattr(lsla_core, "GLOBAL_CHUNK_ELEMENTS", 2 * 3 * 7 * 63 * 2)  # 2 rows each
+    torch.manual_seed(0)
+    m = variants.create(name, 48, 3, 4, 0, window="global").eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(2, 9, 7, 48)  # offsets up to 8 > M - 1 = 3: clipped
+    torch.testing.assert_close(_no_grad_output(m, x, True), _no_grad_output(m, x, False))
+
+
+@pytest.mark.parametrize("name", ["lsla", "swin"])
+def test_global_attention_builds_no_token_pair_index(name, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("an [L, L] relative-position index was built")
+
+    monkeypatch.setattr(lsla_module, "relative_position_index", refuse)
+    m = variants.create(name, 16, 2, 4, 0, window="global")
+    x = torch.randn(1, 8, 8, 16)
+    with torch.inference_mode():
+        m.eval()(x)
+    m.train()(x).sum().backward()
 
 
 def test_no_grad_tables_follow_parameter_updates():

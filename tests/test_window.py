@@ -71,3 +71,13 @@ def test_table_init_options():
         assert "'ones'" in str(e) and "trunc_normal" in str(e)
     else:
         raise AssertionError("bad init accepted")
+
+
+@given(h=st.integers(1, 9), w=st.integers(1, 9), m=st.integers(1, 5))
+def test_table_over_a_grid_equals_the_indexed_gather(h, w, m):
+    """Global attention's tables come from strided views of a small offset table; they must be
+    the very values the ``[L, L]`` index would gather (clipped offsets included)."""
+    table = RelPosTable(m, 2)
+    torch.nn.init.normal_(table.relative_position_bias_table)
+    expected = table(relative_position_index((h, w), m), (h, w))
+    assert torch.equal(table(None, (h, w)), expected)

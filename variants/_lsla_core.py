@@ -82,11 +82,50 @@ def attend_no_grad(q: Tensor, k: Tensor, v: Tensor, t: Tables, scale_div: bool, 
     the one logits buffer, the tables precombined (fewer and smaller fresh buffers: on CPU a
     fresh buffer costs page faults as well as memory traffic)."""
     logits = q @ k.transpose(-2, -1)
+    a = _scale_and_bias(logits, t, scale_div).softmax(dim=-1)
+    return _outer(a, t, outer_mul) @ v
+
+
+def _scale_and_bias(logits: Tensor, t: Tables, scale_div: bool) -> Tensor:
     if t.scale is not None:
         logits = logits.div_(t.scale) if scale_div else logits.mul_(t.scale)
-    if t.bias is not None:
-        logits = logits.add_(t.bias)
-    a = logits.softmax(dim=-1)
-    if t.outer is not None:
-        a = a.mul_(t.outer) if outer_mul else a.add_(t.outer)
-    return a @ v
+    return logits if t.bias is None else logits.add_(t.bias)
+
+
+def _outer(a: Tensor, t: Tables, outer_mul: bool) -> Tensor:
+    if t.outer is None:
+        return a
+    return a.mul_(t.outer) if outer_mul else a.add_(t.outer)
+
+
+GLOBAL_CHUNK_ELEMENTS = 1 << 24  # logits per chunk of queries in global attention (64 MB fp32)
+
+
+def attend_global_no_grad(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    t: Tables,
+    grid: tuple[int, int],
+    scale_div: bool,
+    outer_mul: bool,
+) -> Tensor:
+    """Global attention over the ``L = H*W`` tokens of ``grid`` without autograd, a few query
+    rows at a time. The tables are ``[h, H, W, H, W]`` strided views for queries in reversed
+    order (``variants._window.reversed_query_view``), so no ``L x L`` table or index exists and
+    the logits of one chunk of queries at a time bound the memory."""
+    B, h, L, _ = q.shape
+    H, W = grid
+    q = q.flip(-2)  # reversed query order: what the table views are laid out for
+    out = q.new_empty(B, h, L, v.shape[-1])
+    rows = max(1, GLOBAL_CHUNK_ELEMENTS // (B * h * W * L))
+    for r0 in range(0, H, rows):
+        r1 = min(H, r0 + rows)
+        part = Tables(*(None if x is None else x[:, r0:r1] for x in t))
+        logits = q[:, :, r0 * W : r1 * W] @ k.transpose(-2, -1)
+        on_grid = (B, h, r1 - r0, W, H, W)
+        _scale_and_bias(logits.view(on_grid), part, scale_div)
+        a = logits.softmax(dim=-1)
+        _outer(a.view(on_grid), part, outer_mul)
+        out[:, :, r0 * W : r1 * W] = a @ v
+    return out.flip(-2)

@@ -53,6 +53,33 @@ def relative_position_index(
     return rel[0] * (2 * window - 1) + rel[1]
 
 
+def offset_table(table: Tensor, window: int, grid: tuple[int, int]) -> Tensor:
+    """A ``(2M-1)^2 x h`` table laid out per offset of a ``grid``: ``[h, 2H-1, 2W-1]``, entry
+    ``[., a, b]`` holding the offset ``(H-1-a, W-1-b)`` clipped to ``+-(M-1)`` as
+    :func:`relative_position_index` clips. Small (``(2H-1)(2W-1)h``) whatever the token count."""
+    H, W = grid
+    M = window
+    per_offset = table.view(2 * M - 1, 2 * M - 1, -1).permute(2, 0, 1)  # [h, dy, dx]
+
+    def clipped(size: int) -> Tensor:
+        offsets = (size - 1) - torch.arange(2 * size - 1, device=table.device)
+        return offsets.clamp(-(M - 1), M - 1) + (M - 1)
+
+    return per_offset.index_select(1, clipped(H)).index_select(2, clipped(W))
+
+
+def reversed_query_view(offsets: Tensor, grid: tuple[int, int]) -> Tensor:
+    """``[h, H, W, H, W]`` view of :func:`offset_table`'s result for queries in reversed token
+    order: entry ``[., H-1-yq, W-1-xq, yk, xk]`` is the table at offset ``(yq-yk, xq-xk)``.
+
+    In natural order a relative-position map is Toeplitz (a stride of -1 along the queries);
+    reversing the queries makes both strides positive, so the ``L x L`` map of every query is a
+    zero-copy window onto the small offset table and no ``L x L`` index is ever built.
+    """
+    H, W = grid
+    return offsets.unfold(1, H, 1).unfold(2, W, 1)
+
+
 def _region_labels(size: int, window: int, shift: int, device: torch.device | None) -> Tensor:
     """Region of each row (or column) after the cyclic shift: 0, 1 or 2, timm's slices
     ``[0, -window)``, ``[-window, -shift)``, ``[-shift, end)``; no shift leaves one region."""
@@ -110,11 +137,22 @@ class RelPosTable(nn.Module):
                 f"unknown table init {self.init!r}; valid: 'trunc_normal', 'zeros' or a float"
             )
 
-    def forward(self, index: Tensor) -> Tensor:
-        """Gather the table at ``index [N, N]`` -> ``[heads, N, N]``."""
+    def forward(self, index: Tensor | None, grid: tuple[int, int]) -> Tensor:
+        """``[heads, N, N]`` over the ``N`` tokens of ``grid``: gathered at ``index [N, N]``
+        (a window), or without an index (``None``: global attention, see :meth:`over_grid`)."""
+        if index is None:
+            return self.over_grid(grid)
         N = index.shape[0]
         table = self.relative_position_bias_table[index.reshape(-1)]  # [N*N, h]
         return table.view(N, N, -1).permute(2, 0, 1)
+
+    def over_grid(self, grid: tuple[int, int]) -> Tensor:
+        """``[heads, L, L]`` for every pair of the ``L = H*W`` tokens of ``grid`` (global
+        attention), equal to ``self(relative_position_index(grid, M))`` without that index."""
+        H, W = grid
+        offsets = offset_table(self.relative_position_bias_table, self.window, grid)
+        natural = reversed_query_view(offsets, grid).flip(1, 2)  # one copy, in query order
+        return natural.reshape(natural.shape[0], H * W, H * W)
 
     def extra_repr(self) -> str:
         return f"window={self.window}, init={self.init!r}"

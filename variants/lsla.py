@@ -39,12 +39,14 @@ from torch import Tensor, nn
 
 from variants._config import Range, validate
 from variants._contract import AttentionRecord, AttentionRecorder, Capabilities
-from variants._lsla_core import LSLACore, Tables, attend_no_grad
+from variants._lsla_core import LSLACore, Tables, attend_global_no_grad, attend_no_grad
 from variants._lsla_reference import reference_forward
 from variants._registry import register
 from variants._window import (
     RelPosTable,
+    offset_table,
     relative_position_index,
+    reversed_query_view,
     shift_region_mask,
     window_partition,
     window_reverse,
@@ -75,7 +77,7 @@ class _Geometry(NamedTuple):
     """Where the tokens of one forward sit: what the attention maths needs besides Q, K, V."""
 
     grid: tuple[int, int]  # token layout of each map (a window, or the whole map)
-    index: Tensor  # [N, N] relative-position index into the tables
+    index: Tensor | None  # [N, N] relative-position index into the tables; None: global
     mask: Tensor | None  # [nW, N, N] True where query and key share an image region
     neg: Tensor | None  # [nW, N, N] fp32: 0 where ``mask`` is True, -inf elsewhere
     keep: Tensor | None  # [nW, 1, N, N] fp32: 1 where ``mask`` is True (B_o applies), else 0
@@ -245,7 +247,7 @@ class LSLAAttention(AttentionRecorder, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         B, H, W, C = x.shape
         if self.global_mode:
-            geo = _Geometry((H, W), self._index((H, W), x.device), None, None, None, None)
+            geo = _Geometry((H, W), None, None, None, None, None)  # tables need no index
             return self._attend(x.reshape(B, H * W, C), geo).view(B, H, W, C)
 
         window, shift = self.window_and_shift(H, W)
@@ -317,7 +319,7 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         """The same additive term once per window position: ``[nW or 1, h or 1, N, N]``."""
         bias: Tensor | None = None
         if self.inner_bias is not None:
-            bias = self.inner_bias(geo.index).unsqueeze(0)
+            bias = self.inner_bias(geo.index, geo.grid).unsqueeze(0)
         neg = geo.neg
         if neg is None:
             return bias
@@ -326,11 +328,11 @@ class LSLAAttention(AttentionRecorder, nn.Module):
 
     def _explicit(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, geo: _Geometry):
         """The un-fused path, op by op: needed for S, B_o and for recording the weights."""
-        index, mask = geo.index, geo.mask
+        index, grid, mask = geo.index, geo.grid, geo.mask
         if self.dyn_scale is None:
             logits = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # timm's order of operations
         else:
-            s = self.dyn_scale(index).unsqueeze(0)  # [1, h, N, N]
+            s = self.dyn_scale(index, grid).unsqueeze(0)  # [1, h, N, N]
             qk = q @ k.transpose(-2, -1)
             logits = qk / s if self.scale_div else qk * s
         if bias is not None:
@@ -339,7 +341,7 @@ class LSLAAttention(AttentionRecorder, nn.Module):
 
         if self.outer_bias is not None:
             # rows no longer sum to 1 after this; the paper does not renormalise
-            bo = self.outer_bias(index).unsqueeze(0).to(attn.dtype)  # [1, h, N, N]
+            bo = self.outer_bias(index, grid).unsqueeze(0).to(attn.dtype)  # [1, h, N, N]
             if mask is not None and self.mask_outer:
                 nW = mask.shape[0]
                 bo = bo.unsqueeze(0) * mask.unsqueeze(0).unsqueeze(2)  # [1, nW, h, N, N]
@@ -375,18 +377,22 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         else:
             if self.dyn_scale is None:
                 q = q * self.head_dim**-0.5  # timm's order of operations
-            out = attend_no_grad(q, k, v, self._no_grad_tables(geo, q.dtype), div, mul)
+            if geo.index is None:
+                views = self._global_views(geo.grid, q.dtype)
+                out = attend_global_no_grad(q, k, v, views, geo.grid, div, mul)
+            else:
+                out = attend_no_grad(q, k, v, self._no_grad_tables(geo, q.dtype), div, mul)
         return out.flatten(0, 1) if nW > 1 else out
 
     @torch.jit.unused
     def _grad_tables(self, q: Tensor, geo: _Geometry) -> tuple[Tensor, ...]:
         """S, B_i, the -inf mask, B_o and where B_o applies, for ``LSLACore`` (absent: 0 or 1)."""
-        index = geo.index
+        at = (geo.index, geo.grid)
         zero = q.new_zeros(1, 1, 1, 1)
-        s = self.dyn_scale(index) if self.dyn_scale is not None else zero[0] + self.head_dim**-0.5
-        inner = self.inner_bias(index).unsqueeze(0) if self.inner_bias is not None else zero
+        s = self.dyn_scale(*at) if self.dyn_scale is not None else zero[0] + self.head_dim**-0.5
+        inner = self.inner_bias(*at).unsqueeze(0) if self.inner_bias is not None else zero
         neg = geo.neg.unsqueeze(1) if geo.neg is not None else zero  # [nW, 1, N, N]
-        bo = self.outer_bias(index).unsqueeze(0) if self.outer_bias is not None else zero
+        bo = self.outer_bias(*at).unsqueeze(0) if self.outer_bias is not None else zero
         keep = zero + 1.0
         if geo.keep is not None and self.mask_outer and self.outer_bias is not None:
             keep = geo.keep
@@ -394,32 +400,46 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         return s, inner, neg, bo, keep
 
     @torch.jit.unused
+    def _global_views(self, grid: tuple[int, int], dtype: torch.dtype) -> Tables:
+        """Global attention's tables as views over the offsets of ``grid`` (no L x L tensor)."""
+
+        def view(table: RelPosTable | None, plus_one: bool = False) -> Tensor | None:
+            if table is None:
+                return None
+            offsets = offset_table(table.relative_position_bias_table, self.window_size, grid)
+            offsets = (1.0 + offsets if plus_one else offsets).to(dtype)
+            return reversed_query_view(offsets, grid)
+
+        outer = view(self.outer_bias, plus_one=self.outer_mul)
+        return Tables(view(self.dyn_scale), view(self.inner_bias), outer)
+
+    @torch.jit.unused
     def _no_grad_tables(self, geo: _Geometry, dtype: torch.dtype) -> Tables:
-        """The tables combined once per geometry and kept while the parameters they come from
-        are unchanged (same storage, same version: an optimiser step or a load rebuilds them).
-        Global attention's tables grow with the map and are never kept."""
+        """The window tables combined once per geometry and kept while the parameters they come
+        from are unchanged (same storage, same version: an optimiser step or a load rebuilds
+        them)."""
         tables = [t for t in (self.dyn_scale, self.inner_bias, self.outer_bias) if t is not None]
         params = [t.relative_position_bias_table for t in tables]
         version = tuple((p.data_ptr(), p._version) for p in params)
         neg_at = geo.neg.data_ptr() if geo.neg is not None else 0
+        assert geo.index is not None
         key = ("tables", geo.index.data_ptr(), neg_at, dtype)
         hit = self._cache.get(key)
         if hit is not None and hit[0] == version:
             return hit[1]
         with torch.inference_mode(False), torch.no_grad():
             built = self._combine_tables(geo, dtype)
-        if not self.global_mode:
-            self._cache[key] = (version, built)
+        self._cache[key] = (version, built)
         return built
 
     @torch.jit.unused
     def _combine_tables(self, geo: _Geometry, dtype: torch.dtype) -> Tables:
-        index = geo.index
-        scale = self.dyn_scale(index) if self.dyn_scale is not None else None
+        at = (geo.index, geo.grid)
+        scale = self.dyn_scale(*at) if self.dyn_scale is not None else None
         bias = self._compact_bias(geo)
         outer: Tensor | None = None
         if self.outer_bias is not None:
-            outer = self.outer_bias(index).unsqueeze(0)
+            outer = self.outer_bias(*at).unsqueeze(0)
             if geo.keep is not None and self.mask_outer:
                 outer = outer * geo.keep
             outer = 1.0 + outer if self.outer_mul else outer
