@@ -64,6 +64,16 @@ def _speed_line(info: dict) -> str:
     )
 
 
+def _global_line(info: dict) -> str:
+    med, q1, q3 = info["time_ratio_vit_lsla_t_vs_swin_t_ref"]
+    return (
+        f"global attention at {info['img_size']} px, vit_lsla_t / swin_t_ref time: {med:.2f}x "
+        f"(IQR {q1:.2f}-{q3:.2f}, {info['rounds_interleaved']} interleaved rounds; goal <= 2); "
+        f"peak {info['peak_mb_vit_lsla_t']:.0f} vs {info['peak_mb_swin_t_ref']:.0f} MB "
+        "(goal: no more than Swin's)"
+    )
+
+
 def headline_lines(benchmarks) -> list[str]:
     """The summary lines for pytest-benchmark's results (``.extra_info`` and ``.stats``)."""
     lines, scaling = [], {}
@@ -80,6 +90,8 @@ def headline_lines(benchmarks) -> list[str]:
                 f"({info['saved_mb_per_image_vit_lsla_t']:.1f} vs "
                 f"{info['saved_mb_per_image_swin_t_ref']:.1f} MB; goal <= 0.875)"
             )
+        elif info.get("kind") == "global":
+            lines.append(_global_line(info))
         elif info.get("kind") == "scaling" and getattr(b, "stats", None) is not None:
             key = (info["variant"], info.get("device", "cpu"))
             scaling.setdefault(key, []).append((info["tokens"], b.stats.median))

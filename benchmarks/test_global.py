@@ -1,0 +1,47 @@
+"""Global attention at 448 px: vit_lsla_t against swin_t_ref, both with ``window = "global"``.
+
+Time: interleaved rounds in one process at one pinned thread (``harness.timing``), batch 1,
+inference. Memory: the peak one forward adds, each model in a process of its own on CPU
+(``harness.peak_memory``), the allocator's peak on CUDA. Goals (issue 12): time within 2x of
+Swin global, peak no more than Swin's.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from benchmarks.conftest import run_benchmark
+from harness.measure import autocast
+from harness.models import create
+from harness.peak_memory import forward_peak_bytes
+from harness.timing import interleaved
+
+MODELS = ("vit_lsla_t", "swin_t_ref")
+GLOBAL = {"window": "global"}
+
+
+def _forward(name: str, device: torch.device, img_size: int):
+    torch.manual_seed(0)
+    model = create(name, attn_switches=GLOBAL, img_size=img_size).to(device).eval()
+    x = torch.randn(1, 3, img_size, img_size, device=device)
+    precision = "bf16" if device.type == "cuda" else "fp32"
+
+    def forward():
+        with torch.inference_mode(), autocast(device, precision):
+            model(x)
+
+    return forward
+
+
+def test_global_attention_448(benchmark, device):
+    img_size, rounds = (64, 1) if benchmark.disabled else (448, 3)  # disabled: a smoke test
+    fns = {name: _forward(name, device, img_size) for name in MODELS}
+    cmp = interleaved(fns, "swin_t_ref", device, rounds=rounds, warmup=1, threads=1)
+    peak = {name: forward_peak_bytes(name, img_size, GLOBAL, device=device) for name in MODELS}
+    time_ratio = cmp.speedup("swin_t_ref", over="vit_lsla_t")  # LSLA time / Swin time
+    info = dict(kind="global", img_size=img_size, batch=1, rounds_interleaved=rounds)
+    info.update(timing_threads=cmp.threads, load_avg=cmp.load_avg_before)
+    info["time_ratio_vit_lsla_t_vs_swin_t_ref"] = [time_ratio[k] for k in ("median", "q1", "q3")]
+    info.update({f"peak_mb_{k}": v / 2**20 for k, v in peak.items()})
+    info["median_s"] = cmp.as_dict()["median_s"]
+    run_benchmark(benchmark, fns["vit_lsla_t"], device, warmup=0, group="global", **info)

@@ -1,0 +1,16 @@
+"""``harness.peak_memory``: the peak one forward adds, measured in a process of its own."""
+
+from __future__ import annotations
+
+import torch
+
+from harness.peak_memory import forward_peak_bytes
+
+
+def test_peak_is_the_forwards_own_and_grows_with_the_batch():
+    """A child process inherits ``ru_maxrss`` from its parent on Linux; the figure must not."""
+    held = torch.ones(256 * 2**20 // 4)  # 256 MiB resident in this (the parent) process
+    held.add_(1)
+    small = forward_peak_bytes("vit_lsla_micro", 32, {"window": "global"}, batch=1)
+    large = forward_peak_bytes("vit_lsla_micro", 32, {"window": "global"}, batch=64)
+    assert 0 < small < large < held.numel() * 4

@@ -1,0 +1,66 @@
+"""The conv stem's fast paths equal plain BatchNorm then GELU: the memory-light training path
+exactly (float64), the folded channels-last inference path within fp32 round-off."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from harness.measure import saved_bytes
+from harness.stem import ConvStem
+
+
+def test_light_conv_stem_equals_batchnorm_then_gelu():
+    torch.manual_seed(0)
+    light = ConvStem(3, 32).double().train()
+    plain = copy.deepcopy(light)
+    plain._light_backward = lambda: False
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    results = []
+    for stem in (light, plain):
+        xi = x.clone().requires_grad_(True)
+        y = stem(stem(xi).sum() * 0 + xi)  # two training steps' worth of running-stat updates
+        (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+        stats = [stem.bn1.running_mean, stem.bn1.running_var, stem.bn1.num_batches_tracked]
+        results.append([y.detach(), xi.grad, *stats, *(p.grad for p in stem.parameters())])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert saved_bytes(light, x) < saved_bytes(plain, x)
+
+
+def _plain_eval(stem: ConvStem, x: torch.Tensor) -> torch.Tensor:
+    stem._inference = lambda: False  # instance attribute: the op-by-op path
+    try:
+        with torch.inference_mode():
+            return stem(x)
+    finally:
+        del stem._inference
+
+
+def test_folded_inference_stem_equals_batchnorm_then_gelu():
+    torch.manual_seed(0)
+    stem = ConvStem(3, 32)
+    x = torch.randn(2, 3, 32, 32)
+    stem.train()(3 * x + 1)  # running statistics away from 0 and 1
+    stem.eval()
+    with torch.inference_mode():
+        folded = stem(x)
+    torch.testing.assert_close(folded, _plain_eval(stem, x), rtol=1e-5, atol=1e-5)
+    assert stem._folded is not None
+
+
+def test_folded_weights_follow_updates_of_weights_and_statistics():
+    torch.manual_seed(0)
+    stem = ConvStem(3, 32).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        before = stem(x)
+    stem.train()(x - 2)  # new running statistics
+    with torch.no_grad():
+        stem.conv1.weight.mul_(1.5)  # an optimiser step, in place
+    stem.eval()
+    with torch.inference_mode():
+        after = stem(x)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, _plain_eval(stem, x), rtol=1e-5, atol=1e-5)
