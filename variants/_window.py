@@ -60,12 +60,14 @@ def offset_table(table: Tensor, window: int, grid: tuple[int, int]) -> Tensor:
     H, W = grid
     M = window
     per_offset = table.view(2 * M - 1, 2 * M - 1, -1).permute(2, 0, 1)  # [h, dy, dx]
+    rows = _clipped_offsets(H, M, table.device)
+    return per_offset.index_select(1, rows).index_select(2, _clipped_offsets(W, M, table.device))
 
-    def clipped(size: int) -> Tensor:
-        offsets = (size - 1) - torch.arange(2 * size - 1, device=table.device)
-        return offsets.clamp(-(M - 1), M - 1) + (M - 1)
 
-    return per_offset.index_select(1, clipped(H)).index_select(2, clipped(W))
+def _clipped_offsets(size: int, window: int, device: torch.device) -> Tensor:
+    """Table row of each offset ``size-1, ..., -(size-1)``, clipped to ``+-(window-1)``."""
+    offsets = (size - 1) - torch.arange(2 * size - 1, device=device)
+    return offsets.clamp(-(window - 1), window - 1) + (window - 1)
 
 
 def reversed_query_view(offsets: Tensor, grid: tuple[int, int]) -> Tensor:
