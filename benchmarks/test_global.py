@@ -33,7 +33,7 @@ def _forward(name: str, device: torch.device, img_size: int):
     return forward
 
 
-def test_global_attention_448(benchmark, device):
+def test_global_mode_448px(benchmark, device):
     img_size, rounds = (64, 1) if benchmark.disabled else (448, 3)  # disabled: a smoke test
     fns = {name: _forward(name, device, img_size) for name in MODELS}
     cmp = interleaved(fns, "swin_t_ref", device, rounds=rounds, warmup=1, threads=1)

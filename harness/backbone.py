@@ -203,6 +203,13 @@ class Backbone(TimmModelApi, nn.Module):
         """``(name, module)`` of every attention layer, in depth order."""
         return [(n, m) for n, m in self.named_modules() if n.endswith(".attn")]
 
+    @torch.jit.ignore
+    def attention_kernels(self) -> list[str]:
+        """The kernels the attention layers have run so far ("sdpa", "flex", "explicit");
+        empty for a variant that does not say."""
+        used = [getattr(m, "kernels_used", set()) for _, m in self.attention_modules()]
+        return sorted(set().union(*used))
+
 
 def _init_weights(module: nn.Module) -> None:
     """timm's Swin init: trunc-normal(0.02) linear weights, zero biases."""

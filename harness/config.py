@@ -45,6 +45,9 @@ class ModelConfig:
     variant: str | None = None  # None: the preset's own attention; checked against the registry
     switches: dict = field(default_factory=dict)  # checked against the variant's Config at load
     drop_path_rate: Annotated[float, Range(0.0, 0.99)] | None = None
+    # auto: each variant's best kernel (SDPA, flex_attention on CUDA); explicit: every arm on
+    # the same explicit attention path, fused kernels off (an apples-to-apples ablation)
+    kernel: Literal["auto", "explicit"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -407,6 +410,12 @@ def check_names(run: RunConfig, where: str = "") -> None:
         )
     variant = run.model.variant or models.PRESETS[run.model.preset]["attn"]
     variants.resolve(variant, run.model.switches, where=f"{label}model.switches: ")
+    switch = variants.get(variant).capabilities.fused_switch
+    if run.model.kernel == "explicit" and switch and run.model.switches.get(switch):
+        raise ConfigError(
+            f"{label}model.kernel='explicit' turns fused kernels off, but model.switches."
+            f"{switch}=true asks for one; drop one of the two"
+        )
     try:
         spec = datasets.get(run.data.name)
     except KeyError as exc:

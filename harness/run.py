@@ -64,10 +64,14 @@ class Prepared:
 
 def build_model(cfg: RunConfig, num_classes: int) -> torch.nn.Module:
     overrides: dict[str, Any] = {"num_classes": num_classes, "img_size": cfg.data.img_size}
-    if cfg.model.variant:
-        overrides["attn"] = cfg.model.variant
-    if cfg.model.switches:
-        overrides["attn_switches"] = dict(cfg.model.switches)
+    variant = cfg.model.variant or models.PRESETS[cfg.model.preset]["attn"]
+    overrides["attn"] = variant
+    switches = dict(cfg.model.switches)
+    fused_switch = variants.get(variant).capabilities.fused_switch
+    if cfg.model.kernel == "explicit" and fused_switch:
+        switches[fused_switch] = False
+    if switches:
+        overrides["attn_switches"] = switches
     if cfg.model.drop_path_rate is not None:
         overrides["drop_path_rate"] = cfg.model.drop_path_rate
     return models.create(cfg.model.preset, **overrides)
@@ -224,6 +228,7 @@ def _run(ctx: RunContext, stop_after: int | None) -> dict[str, Any] | None:
         record.update(status="finished", history=state.history)
         record["schedule"] = _schedule_record(ctx, trainer)
         record["metrics"] = evaluate_test(ctx, trainer, data.test, state)
+        record["attention_kernels"] = data.model.attention_kernels()  # training and test
         if ctx.ddp.main:
             record["weights"] = save_weights(ctx.files, trainer)
             record.update(measure(ctx, data.model, data.test))

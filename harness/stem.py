@@ -6,11 +6,15 @@ Python-only methods below as real types.
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
 from harness.bn_gelu import bn_gelu_train
 
 
+# the forward picks its path at run time (folded for inference, light for training), which an
+# FX trace would freeze: timm's FX feature extraction keeps the stem whole, as a leaf
+@register_notrace_module
 class ConvStem(nn.Module):
     """Two 3x3 stride-2 convolutions (in -> dim/2 -> dim), BN+GELU between, LayerNorm after."""
 

@@ -62,6 +62,7 @@ def runs_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                 "form": (r.get("switches") or {}).get("form"),
                 "inner_bias": (r.get("switches") or {}).get("inner_bias"),
                 "outer_bias": (r.get("switches") or {}).get("outer_bias"),
+                "kernel": ", ".join(r.get("attention_kernels") or []) or None,
                 "device": (r.get("env") or {}).get("device_name"),
                 "precision": (r.get("env") or {}).get("precision"),
                 "declared_baseline": (r.get("config") or {}).get("baseline"),

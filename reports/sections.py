@@ -18,7 +18,8 @@ from reports.page import figure, fmt, html_table, with_interval
 def _metric_columns(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     """The table's display columns, one (plus its delta) per declared metric."""
     t = table.copy()
-    cols = {"arm": "arm", "model": "model", "variant": "variant", "seeds": "seeds"}
+    cols = {"arm": "arm", "model": "model", "variant": "variant", "kernel": "kernel"}
+    cols["seeds"] = "seeds"
     for m in METRICS:
         shown = f"{m.column}_shown"
         values = t[m.column] * m.scale

@@ -68,7 +68,8 @@ def ablation_table(runs: pd.DataFrame) -> pd.DataFrame:
     done = runs[runs["status"] == "finished"]
     keys = ["dataset", "arm"]
     firsts = runs.groupby(keys, sort=False)[
-        ["model", "variant", "form", "inner_bias", "outer_bias", "standin", "declared_baseline"]
+        ["model", "variant", "kernel", "form", "inner_bias", "outer_bias", "standin"]
+        + ["declared_baseline"]
     ].first()
     spec = {"seeds": ("seed", "nunique")}
     for m in METRICS:

@@ -40,3 +40,32 @@ def test_throughput_records_peak_memory_on_cuda():
     tp = measure_throughput(m, 64, batch_size=8, steps=2, warmup=1, precision="bf16")
     assert tp.peak_mem_allocated_mb > 0 and tp.peak_mem_reserved_mb >= tp.peak_mem_allocated_mb
     assert nvml_memory_used_mb("cuda") > 0
+
+
+@pytest.mark.parametrize("name", ["lsla", "lsla_qkv", "lsla_scale_div", "swin_ds", "swin_outer"])
+@pytest.mark.parametrize("shift", [0, 3])
+def test_flex_forward_and_backward_equal_the_explicit_core(name, shift):
+    torch.manual_seed(0)
+    m = variants.create(name, 48, 3, 7, shift).cuda()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(2, 15, 13, 48, device="cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    results = []
+    for flex in (True, False):
+        m._flex_applies = lambda q, flex=flex: flex
+        m.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        y = m(xi)
+        (y * torch.linspace(-1, 1, y.numel(), device="cuda").view_as(y)).sum().backward()
+        results.append([y.detach(), xi.grad, *(p.grad for p in m.parameters())])
+    assert m.kernels_used == {"flex", "explicit"}
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-4, atol=2e-4)
+
+
+def test_flex_is_the_automatic_choice_on_cuda():
+    m = variants.create("lsla", 48, 3, 7, 3).cuda()
+    m(torch.randn(2, 14, 14, 48, device="cuda")).sum().backward()
+    assert m.kernels_used == {"flex"}

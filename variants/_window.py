@@ -33,6 +33,37 @@ def window_reverse(windows: Tensor, window: tuple[int, int], H: int, W: int) -> 
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
 
 
+def window_order(
+    size: tuple[int, int],
+    window: tuple[int, int],
+    shift: tuple[int, int],
+    device: torch.device | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Token indices that do timm's cyclic shift, zero padding and window partition in one
+    gather, and undo them in one more: ``(gather [nW*N], scatter [H*W])``.
+
+    ``tokens[:, gather]`` of ``[B, H*W (+1), C]`` tokens (row ``H*W``: the zero row that padding
+    slots read, present only when the map is padded) is the windows in ``window_partition``'s
+    order after ``roll(-shift)`` and padding; ``windows[:, scatter]`` puts every real token back in
+    place (crop, then ``roll(+shift)``). One copy each way instead of up to four.
+    """
+    H, W = size
+    Hp, Wp = H + (-H) % window[0], W + (-W) % window[1]
+    rows = torch.arange(Hp, device=device)
+    cols = torch.arange(Wp, device=device)
+    source = ((rows[:, None] + shift[0]) % H) * W + (cols[None, :] + shift[1]) % W
+    real = (rows[:, None] < H) & (cols[None, :] < W)
+    source = torch.where(real, source, torch.full_like(source, H * W))  # padding: zero row
+    gather = window_partition(source[None, :, :, None], window).reshape(-1)
+    position = window_partition((rows[:, None] * Wp + cols[None, :])[None, :, :, None], window)
+    slot = torch.empty(Hp * Wp, dtype=torch.long, device=device)
+    slot[position.reshape(-1)] = torch.arange(Hp * Wp, device=device)
+    r = (torch.arange(H, device=device) - shift[0]) % H  # where each real token sits, rolled
+    c = (torch.arange(W, device=device) - shift[1]) % W
+    scatter = slot[(r[:, None] * Wp + c[None, :]).reshape(-1)]
+    return gather, scatter
+
+
 def relative_position_index(
     grid: tuple[int, int], window: int, device: torch.device | None = None
 ) -> Tensor:

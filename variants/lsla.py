@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from variants._config import Range, validate
 from variants._contract import AttentionRecord, AttentionRecorder, Capabilities
 from variants._lsla_core import LSLACore, Tables, attend_global_no_grad, attend_no_grad
+from variants._lsla_flex import attend_flex
 from variants._lsla_reference import reference_forward
 from variants._registry import register
 from variants._window import (
@@ -48,8 +49,8 @@ from variants._window import (
     relative_position_index,
     reversed_query_view,
     shift_region_mask,
+    window_order,
     window_partition,
-    window_reverse,
 )
 
 
@@ -150,7 +151,7 @@ class LSLAAttention(AttentionRecorder, nn.Module):
 
     # TorchScript reads these lists: Python-only members a scripted copy leaves out
     __jit_unused_properties__ = ["proj_name"]  # noqa: RUF012
-    __jit_ignored_attributes__ = ["_cache", "cfg", "record"]  # noqa: RUF012
+    __jit_ignored_attributes__ = ["_cache", "cfg", "record", "kernels_used"]  # noqa: RUF012
 
     def __init__(
         self,
@@ -167,7 +168,9 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         self.shift_size = shift_size if cfg.window == "shifted" else 0
         # plain copies of the switches the forward reads, so that TorchScript can compile it
         self.global_mode = cfg.window == "global"
-        self.fused = cfg.fused and cfg.scale == "fixed" and not cfg.outer_bias
+        self.fused = cfg.fused and cfg.scale == "fixed" and not cfg.outer_bias  # SDPA
+        # flex_attention on CUDA: S, B_i and the mask as a score_mod, B_o V added after
+        self.flex_capable = cfg.fused and not (cfg.outer_bias and cfg.outer_op == "mul")
         self.scale_div = cfg.scale_op == "div"
         self.outer_mul = cfg.outer_op == "mul"
         self.mask_outer = cfg.mask_outer_bias
@@ -190,6 +193,7 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(cfg.proj_drop)
         self._cache = {}  # geometry tensors by (kind, shape, device); see _cached
+        self.kernels_used: set[str] = set()  # "sdpa", "flex", "explicit": what forward ran
 
     @property
     def proj_name(self) -> str:
@@ -208,6 +212,18 @@ class LSLAAttention(AttentionRecorder, nn.Module):
             return relative_position_index(grid, self.window_size, device)
         return self._cached(("index", grid, device))
 
+    def _order(
+        self,
+        size: tuple[int, int],
+        window: tuple[int, int],
+        shift: tuple[int, int],
+        device: torch.device,
+    ) -> tuple[Tensor, Tensor]:
+        """Token gather into windows and scatter back (``variants._window.window_order``)."""
+        if torch.jit.is_scripting():
+            return window_order(size, window, shift, device)
+        return self._cached(("order", size, window, shift, device))
+
     def _mask(
         self,
         padded: tuple[int, int],
@@ -222,8 +238,8 @@ class LSLAAttention(AttentionRecorder, nn.Module):
 
     @torch.jit.unused
     def _cached(self, key: tuple):
-        """Geometry tensors, built once per ``key``: ``("index", grid, device)`` or
-        ``("mask", padded, window, shift, device)``.
+        """Geometry tensors, built once per ``key``: ``("index", grid, device)``,
+        ``("mask", padded, window, shift, device)`` or ``("order", size, window, shift, device)``.
 
         Built outside inference mode: a tensor made under ``torch.inference_mode`` cannot be
         saved for backward, and the first forward (a FLOP count, say) may well run there. While
@@ -231,11 +247,12 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         geometry becomes part of the graph instead of a stray tensor attribute.
         """
         kind, *shape, device = key
-        make = (
-            (lambda: relative_position_index(shape[0], self.window_size, device))
-            if kind == "index"
-            else (lambda: _shift_masks(*shape, device))
-        )
+        builders = {
+            "index": lambda: relative_position_index(shape[0], self.window_size, device),
+            "mask": lambda: _shift_masks(*shape, device),
+            "order": lambda: window_order(*shape, device),
+        }
+        make = builders[kind]
         if torch.compiler.is_compiling() or torch.compiler.is_exporting():
             return make()
         if key not in self._cache:
@@ -252,13 +269,15 @@ class LSLAAttention(AttentionRecorder, nn.Module):
 
         window, shift = self.window_and_shift(H, W)
         shifted = shift[0] > 0 or shift[1] > 0
-        if shifted:  # cyclic shift so that windows straddle the previous layer's borders
-            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
         pad_h, pad_w = (-H) % window[0], (-W) % window[1]
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # timm pads after the shift, unmasked
         Hp, Wp = H + pad_h, W + pad_w
-
-        windows = window_partition(x, window).reshape(-1, window[0] * window[1], C)  # [B*nW, N, C]
+        # cyclic shift (windows straddle the previous layer's borders), then timm's unmasked
+        # zero padding, then the partition: one gather of the tokens, undone by one more
+        gather, scatter = self._order((H, W), window, shift, x.device)
+        tokens = x.reshape(B, H * W, C)
+        if pad_h or pad_w:
+            tokens = F.pad(tokens, (0, 0, 0, 1))  # the zero row that padding slots read
+        windows = tokens.index_select(1, gather).view(-1, window[0] * window[1], C)
         mask: Tensor | None = None
         neg: Tensor | None = None
         keep: Tensor | None = None
@@ -268,13 +287,8 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         if self.recording:
             valid = _valid_queries(B, (H, W), (Hp, Wp), window, x.device)
         geo = _Geometry(window, self._index(window, x.device), mask, neg, keep, valid)
-        out = self._attend(windows, geo)
-
-        out = window_reverse(out.reshape(-1, window[0], window[1], C), window, Hp, Wp)
-        out = out[:, :H, :W, :]
-        if shifted:
-            out = torch.roll(out, shifts=(shift[0], shift[1]), dims=(1, 2))
-        return out.contiguous()
+        out = self._attend(windows, geo)  # [B*nW, N, C]
+        return out.view(B, -1, C).index_select(1, scatter).view(B, H, W, C)
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys, values as ``[B_, h, N, d]``; keys/values may be X's channel slices."""
@@ -294,14 +308,22 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         B_, N, C = x.shape
         q, k, v = self._project(x)
         if self.fused and not self.recording:
+            if not torch.jit.is_scripting():
+                self.kernels_used.add("sdpa")
             bias = self._additive_bias(geo, B_)  # fp32 [B_ or 1, h, N, N]
             if bias is not None:
                 bias = bias.to(q.dtype)  # SDPA wants q's dtype
             p = self.attn_drop.p if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
+        elif not torch.jit.is_scripting() and self._flex_applies(q):
+            self.kernels_used.add("flex")
+            out = self._flex(q, k, v, geo)
         elif not torch.jit.is_scripting() and self._core_applies(q):
+            self.kernels_used.add("explicit")
             out = self._explicit_core(q, k, v, geo)
         else:
+            if not torch.jit.is_scripting():
+                self.kernels_used.add("explicit")
             out = self._explicit(q, k, v, self._additive_bias(geo, B_), geo)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B_, N, C)))
 
@@ -350,6 +372,30 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         if self.recording:
             self._keep(attn, softmax, geo)
         return self.attn_drop(attn) @ v
+
+    @torch.jit.unused
+    def _flex_applies(self, q: Tensor) -> bool:
+        """flex_attention is the fused path on CUDA (no dropout in it, no weights to record)."""
+        return (
+            self.flex_capable
+            and q.is_cuda
+            and not self.recording
+            and not (self.training and self.attn_drop.p > 0)
+            and not torch.compiler.is_exporting()
+        )
+
+    @torch.jit.unused
+    def _flex(self, q: Tensor, k: Tensor, v: Tensor, geo: _Geometry) -> Tensor:
+        at = (geo.index, geo.grid)
+        scale = self.dyn_scale(*at) if self.dyn_scale is not None else None
+        inner = self.inner_bias(*at) if self.inner_bias is not None else None
+        outer: Tensor | None = None
+        if self.outer_bias is not None:
+            outer = self.outer_bias(*at).unsqueeze(0)
+            if geo.keep is not None and self.mask_outer:
+                outer = outer * geo.keep
+        div = self.scale_div and self.dyn_scale is not None
+        return attend_flex(q, k, v, scale, inner, geo.neg, outer, div)
 
     @torch.jit.unused
     def _core_applies(self, q: Tensor) -> bool:

@@ -1,0 +1,90 @@
+"""Each attention layer's kernel: the automatic choice, what it records, the flex path's maths.
+
+flex_attention is the fused LSLA path on CUDA; on CPU torch compiles it for the forward only, so
+here its forward is checked against the explicit path (``test_gpu.py`` checks the backward).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import variants
+from harness.attn_stats import recording
+from variants.lsla import LSLAAttention
+
+
+def _with_tables_away_from_init(m):
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return m
+
+
+@pytest.mark.slow
+def test_flex_forward_equals_the_explicit_path_on_cpu():
+    """S, B_i and the shift mask as flex's score_mod, B_o V after (one compile, ~40 s)."""
+    m = _with_tables_away_from_init(variants.create("lsla", 32, 2, 4, 2).eval())
+    x = torch.randn(2, 9, 10, 32)  # padded, shifted windows: mask and masked B_o in play
+    with torch.inference_mode():
+        explicit = m(x)
+        m._flex_applies = lambda q: True  # CPU: forced, the automatic choice is CUDA only
+        flex = m(x)
+    assert m.kernels_used == {"explicit", "flex"}
+    torch.testing.assert_close(flex, explicit, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "flex"),
+    [("lsla", True), ("lsla_qkv", True), ("lsla_outer_mul", False), ("swin_ds", True)],
+)
+def test_flex_takes_every_variant_whose_maths_it_can_express(name, flex):
+    """``P * (1 + B_o)`` needs the softmax itself: that variant stays explicit on CUDA."""
+    m = variants.create(name, 32, 2, 4, 2)
+    assert isinstance(m, LSLAAttention) and m.flex_capable is flex
+    assert not variants.create(name, 32, 2, 4, 2, fused=False).flex_capable
+
+
+def test_kernels_used_records_what_ran():
+    x = torch.randn(1, 8, 8, 32)
+    swin, lsla = (variants.create(n, 32, 2, 4, 2) for n in ("swin", "lsla"))
+    swin(x).sum().backward()
+    with torch.inference_mode():
+        lsla(x)
+    assert swin.kernels_used == {"sdpa"} and lsla.kernels_used == {"explicit"}
+    with torch.inference_mode(), recording(swin):  # weights are only kept on the explicit path
+        swin(x)
+    assert swin.kernels_used == {"sdpa", "explicit"}
+    explicit = variants.create("swin", 32, 2, 4, 2, fused=False)
+    explicit(x)
+    assert explicit.kernels_used == {"explicit"}
+
+
+def _run_config(*overrides: str):
+    from harness.config import load_experiment
+
+    text = '[model]\npreset = "vit_lsla_micro"\nvariant = "swin"\n'
+    return load_experiment(text=text, overrides=list(overrides))[0]
+
+
+def test_kernel_explicit_puts_every_arm_on_the_explicit_path():
+    from harness.run import build_model
+
+    x = torch.randn(2, 3, 32, 32)
+    for kernel, used in (("auto", ["sdpa"]), ("explicit", ["explicit"])):
+        model = build_model(_run_config(f"model.kernel='{kernel}'"), num_classes=10)
+        model(x)
+        assert model.attention_kernels() == used
+
+
+def test_kernel_explicit_with_a_fused_switch_on_is_one_clear_error():
+    from variants._config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        _run_config("model.kernel='explicit'", "model.switches.fused=true")
+    message = str(err.value)
+    assert "model.kernel='explicit'" in message and "fused=true" in message
+    assert "\n" not in message
+    with pytest.raises(ConfigError, match="model.kernel='fast' is not valid"):
+        _run_config("model.kernel='fast'")
