@@ -17,52 +17,68 @@ import torch
 from torch import Tensor
 
 
-def _weights(q, k, s, inner, neg, bo, keep, scale_div: bool, outer_mul: bool):
-    qk = q @ k.transpose(-2, -1)
-    logits = (qk / s if scale_div else qk * s) + (inner + neg)
-    p = logits.softmax(dim=-1)
-    bo = bo * keep
-    a = p * (1.0 + bo) if outer_mul else p + bo
-    return qk, p, a
-
-
 def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
     """Reduce a broadcast gradient to ``shape`` (the table's own shape)."""
     return grad.sum_to_size(shape)
 
 
+def _bias(inner: Tensor | None, neg: Tensor | None) -> Tensor | None:
+    if inner is None or neg is None:
+        return inner if neg is None else neg
+    return inner + neg
+
+
+def _outer_term(bo: Tensor | None, keep: Tensor | None, outer_mul: bool) -> Tensor | None:
+    if bo is None:
+        return None
+    term = bo if keep is None else bo * keep
+    return 1.0 + term if outer_mul else term
+
+
 class LSLACore(torch.autograd.Function):
     """q, k, v ``[B, nW, h, N, d]`` (or ``[B_, h, N, d]``); the tables S ``[h, N, N]``, B_i and
     B_o ``[1, h, N, N]``; the shift mask as ``neg`` (0 / -inf) and ``keep`` (1 / 0, where B_o
-    applies), ``[nW, 1, N, N]``: each broadcasts, and the combined terms are rebuilt in
-    backward rather than kept."""
+    applies), ``[nW, 1, N, N]``; None where a switch is off (a fixed scale is applied to Q
+    before). Each broadcasts; the combined terms are rebuilt in backward rather than kept, and
+    every N x N pass that can be is done in place."""
 
     @staticmethod
     def forward(ctx, q, k, v, s, inner, neg, bo, keep, scale_div: bool, outer_mul: bool):
-        _, _, a = _weights(q, k, s, inner, neg, bo, keep, scale_div, outer_mul)
+        tables = Tables(s, _bias(inner, neg), _outer_term(bo, keep, outer_mul))
         ctx.save_for_backward(q, k, v, s, inner, neg, bo, keep)
         ctx.flags = (scale_div, outer_mul)
-        return a @ v
+        return attend_no_grad(q, k, v, tables, scale_div, outer_mul)
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, s, inner, neg, bo, keep = ctx.saved_tensors
         scale_div, outer_mul = ctx.flags
-        qk, p, a = _weights(q, k, s, inner, neg, bo, keep, scale_div, outer_mul)
+        qk = q @ k.transpose(-2, -1)
+        logits = qk if s is None else (qk / s if scale_div else qk * s)
+        bias = _bias(inner, neg)
+        logits = logits if bias is None else logits.add_(bias)
+        p = torch.softmax(logits, dim=-1, out=logits)
+        outer = _outer_term(bo, keep, outer_mul)
+        a = p if outer is None else (p * outer if outer_mul else p + outer)
         dv = a.transpose(-2, -1) @ dout
         da = dout @ v.transpose(-2, -1)
-        dbo = _sum_to((da * p if outer_mul else da) * keep, bo.shape)
-        dp = da * (1.0 + bo * keep) if outer_mul else da
-        dlogits = p * (dp - (dp * p).sum(dim=-1, keepdim=True))
-        dinner = _sum_to(dlogits, inner.shape)
-        if scale_div:
-            dqk = dlogits / s
-            ds = _sum_to(-dlogits * qk / (s * s), s.shape)
-        else:
-            dqk = dlogits * s
-            ds = _sum_to(dlogits * qk, s.shape)
-        dq = dqk @ k
-        dk = dqk.transpose(-2, -1) @ q
+        dbo = None
+        if bo is not None:
+            dbo_full = da * p if outer_mul else da
+            dbo = _sum_to(dbo_full if keep is None else dbo_full * keep, bo.shape)
+        dp = da.mul_(outer) if outer_mul and outer is not None else da
+        dlogits = torch._softmax_backward_data(dp, p, -1, p.dtype)
+        dinner = None if inner is None else _sum_to(dlogits, inner.shape)
+        ds = None
+        if s is not None:
+            if scale_div:  # d(qk / s)/ds = -qk / s^2
+                ds = _sum_to(qk.mul_(dlogits).div_(s * s).neg_(), s.shape)
+                dlogits = dlogits.div_(s)
+            else:
+                ds = _sum_to(qk.mul_(dlogits), s.shape)
+                dlogits = dlogits.mul_(s)
+        dq = dlogits @ k
+        dk = dlogits.transpose(-2, -1) @ q
         return dq, dk, dv, ds, dinner, None, dbo, None, None, None
 
 
@@ -78,11 +94,11 @@ class Tables(NamedTuple):
 
 
 def attend_no_grad(q: Tensor, k: Tensor, v: Tensor, t: Tables, scale_div: bool, outer_mul: bool):
-    """The forward of :class:`LSLACore` without autograd: each N x N pass is done in place on
-    the one logits buffer, the tables precombined (fewer and smaller fresh buffers: on CPU a
+    """The forward of :class:`LSLACore` without autograd: every N x N pass, the softmax too,
+    in place on the one logits buffer, the tables precombined (fewer fresh buffers: on CPU a
     fresh buffer costs page faults as well as memory traffic)."""
-    logits = q @ k.transpose(-2, -1)
-    a = _scale_and_bias(logits, t, scale_div).softmax(dim=-1)
+    logits = _scale_and_bias(q @ k.transpose(-2, -1), t, scale_div)
+    a = torch.softmax(logits, dim=-1, out=logits)  # row by row: each row is read, then written
     return _outer(a, t, outer_mul) @ v
 
 
@@ -125,7 +141,7 @@ def attend_global_no_grad(
         logits = q[:, :, r0 * W : r1 * W] @ k.transpose(-2, -1)
         on_grid = (B, h, r1 - r0, W, H, W)
         _scale_and_bias(logits.view(on_grid), part, scale_div)
-        a = logits.softmax(dim=-1)
+        a = torch.softmax(logits, dim=-1, out=logits)
         _outer(a.view(on_grid), part, outer_mul)
         out[:, :, r0 * W : r1 * W] = a @ v
     return out.flip(-2)

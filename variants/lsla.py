@@ -418,11 +418,11 @@ class LSLAAttention(AttentionRecorder, nn.Module):
             q, k, v = (t.unflatten(0, (t.shape[0] // nW, nW)) for t in (q, k, v))
         div = self.scale_div and self.dyn_scale is not None
         mul = self.outer_mul and self.outer_bias is not None
+        if self.dyn_scale is None:
+            q = q * self.head_dim**-0.5  # timm's order of operations
         if torch.is_grad_enabled():
-            out = LSLACore.apply(q, k, v, *self._grad_tables(q, geo), div, mul)
+            out = LSLACore.apply(q, k, v, *self._grad_tables(geo), div, mul)
         else:
-            if self.dyn_scale is None:
-                q = q * self.head_dim**-0.5  # timm's order of operations
             if geo.index is None:
                 views = self._global_views(geo.grid, q.dtype)
                 out = attend_global_no_grad(q, k, v, views, geo.grid, div, mul)
@@ -431,18 +431,16 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         return out.flatten(0, 1) if nW > 1 else out
 
     @torch.jit.unused
-    def _grad_tables(self, q: Tensor, geo: _Geometry) -> tuple[Tensor, ...]:
-        """S, B_i, the -inf mask, B_o and where B_o applies, for ``LSLACore`` (absent: 0 or 1)."""
+    def _grad_tables(self, geo: _Geometry) -> tuple[Tensor | None, ...]:
+        """S, B_i, the -inf mask, B_o and where B_o applies, for ``LSLACore`` (None: absent)."""
         at = (geo.index, geo.grid)
-        zero = q.new_zeros(1, 1, 1, 1)
-        s = self.dyn_scale(*at) if self.dyn_scale is not None else zero[0] + self.head_dim**-0.5
-        inner = self.inner_bias(*at).unsqueeze(0) if self.inner_bias is not None else zero
-        neg = geo.neg.unsqueeze(1) if geo.neg is not None else zero  # [nW, 1, N, N]
-        bo = self.outer_bias(*at).unsqueeze(0) if self.outer_bias is not None else zero
-        keep = zero + 1.0
-        if geo.keep is not None and self.mask_outer and self.outer_bias is not None:
-            keep = geo.keep
-        inner = inner.float() if geo.neg is not None else inner  # as _compact_bias does
+        s = self.dyn_scale(*at) if self.dyn_scale is not None else None
+        inner = self.inner_bias(*at).unsqueeze(0) if self.inner_bias is not None else None
+        neg = geo.neg.unsqueeze(1) if geo.neg is not None else None  # [nW, 1, N, N]
+        if inner is not None and neg is not None:
+            inner = inner.float()  # as _compact_bias does
+        bo = self.outer_bias(*at).unsqueeze(0) if self.outer_bias is not None else None
+        keep = geo.keep if geo.keep is not None and self.mask_outer else None
         return s, inner, neg, bo, keep
 
     @torch.jit.unused
