@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import platform
 import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch.utils.flop_counter as flop_counter
 from torch import nn
 
 from harness.identity import git_commit
+from harness.timing import Sample, load_average, time_call
 
 _aten = torch.ops.aten
 
@@ -91,6 +91,9 @@ class Throughput:
     device: str
     peak_mem_allocated_mb: float | None = None
     peak_mem_reserved_mb: float | None = None
+    threads: int | None = None  # intra-op CPU threads the steps ran with
+    cpu_ms_median: float | None = None  # process CPU time per step (CPU; None on CUDA)
+    load_avg: list[float] | None = None  # the machine's 1/5/15-minute load, before the steps
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,7 +121,10 @@ def measure_throughput(
     compiled: bool = False,
     in_chans: int = 3,
 ) -> Throughput:
-    """Images/s on synthetic input already on the device; every timed step ends in a CUDA sync.
+    """Images/s on synthetic input already on the device, each step timed by
+    ``harness.timing.time_call`` (CUDA events after warm-up on CUDA; wall and process CPU time on
+    CPU), with the thread count and the load average recorded beside. One model alone: to
+    compare models, use ``harness.timing.interleaved`` (``python -m harness compare``).
 
     ``mode="train"`` times forward + backward + an SGD-free ``zero_grad`` (the optimizer's cost is
     excluded so variants compare on the network alone). Peak memory is reset before the timed steps.
@@ -132,7 +138,10 @@ def measure_throughput(
         x = x.to(memory_format=torch.channels_last)
     step = _step(model, torch.compile(model) if compiled else model, x, mode, precision)
     model.train(mode == "train")
-    times = _time_steps(step, device, steps, warmup)
+    load = load_average()
+    samples = _time_steps(step, device, steps, warmup)
+    times = [sample.wall_s for sample in samples]
+    cpu = [sample.cpu_s for sample in samples if sample.cpu_s is not None]
     median = statistics.median(times)
     q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (median,) * 3
     alloc = reserved = None
@@ -154,6 +163,9 @@ def measure_throughput(
         device=str(device),
         peak_mem_allocated_mb=alloc,
         peak_mem_reserved_mb=reserved,
+        threads=torch.get_num_threads() if device.type == "cpu" else None,
+        cpu_ms_median=1e3 * statistics.median(cpu) if cpu else None,
+        load_avg=list(load) if load else None,
     )
 
 
@@ -174,20 +186,14 @@ def _step(model: nn.Module, fn, x: torch.Tensor, mode: str, precision: str):
     return inference if mode == "inference" else train
 
 
-def _time_steps(step, device: torch.device, steps: int, warmup: int) -> list[float]:
-    """Seconds per timed step, each ended by a device sync; peak memory reset after warm-up."""
+def _time_steps(step, device: torch.device, steps: int, warmup: int) -> list[Sample]:
+    """Each timed step's seconds (``time_call``); peak memory reset after warm-up."""
     for _ in range(warmup):
         step()
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return times
+    return [time_call(step, device) for _ in range(steps)]
 
 
 def saved_bytes(model: nn.Module, x: torch.Tensor) -> int:

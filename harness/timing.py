@@ -98,7 +98,7 @@ class Comparison:
         return out
 
 
-def _load_avg() -> tuple[float, float, float] | None:
+def load_average() -> tuple[float, float, float] | None:
     try:
         return os.getloadavg()
     except OSError:
@@ -120,7 +120,7 @@ def interleaved(
         raise ValueError(f"baseline {baseline!r} is not among {', '.join(candidates)}")
     names = list(candidates)
     with pinned_threads(threads if device.type == "cpu" else None) as used:
-        result = Comparison(baseline, str(device), used, rounds, repeats, _load_avg())
+        result = Comparison(baseline, str(device), used, rounds, repeats, load_average())
         for name in names:
             for _ in range(warmup):
                 candidates[name]()
@@ -130,5 +130,5 @@ def interleaved(
                 result.wall_s.setdefault(name, []).append(sample.wall_s)
                 if sample.cpu_s is not None:
                     result.cpu_s.setdefault(name, []).append(sample.cpu_s)
-        result.load_avg_after = _load_avg()
+        result.load_avg_after = load_average()
     return result

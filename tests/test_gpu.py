@@ -8,6 +8,7 @@ import torch
 import variants
 from harness import models
 from harness.measure import measure_throughput, nvml_memory_used_mb
+from tests.perturb import away_from_init
 
 pytestmark = pytest.mark.gpu
 
@@ -47,9 +48,7 @@ def test_throughput_records_peak_memory_on_cuda():
 def test_flex_forward_and_backward_equal_the_explicit_core(name, shift):
     torch.manual_seed(0)
     m = variants.create(name, 48, 3, 7, shift).cuda()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.1 * torch.randn_like(p))
+    away_from_init(m)
     x = torch.randn(2, 15, 13, 48, device="cuda")
     torch.backends.cuda.matmul.allow_tf32 = False
     results = []

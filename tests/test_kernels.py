@@ -11,21 +11,15 @@ import torch
 
 import variants
 from harness.attn_stats import recording
+from tests.perturb import away_from_init
 from variants.lsla import LSLAAttention
-
-
-def _with_tables_away_from_init(m):
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return m
 
 
 @pytest.mark.slow
 def test_flex_forward_equals_the_explicit_path_on_cpu():
     """S, B_i and the shift mask as flex's score_mod, B_o V after (one compile, ~40 s)."""
-    m = _with_tables_away_from_init(variants.create("lsla", 32, 2, 4, 2).eval())
+    torch.manual_seed(1)
+    m = away_from_init(variants.create("lsla", 32, 2, 4, 2).eval())
     x = torch.randn(2, 9, 10, 32)  # padded, shifted windows: mask and masked B_o in play
     with torch.inference_mode():
         explicit = m(x)

@@ -8,8 +8,9 @@ import torch
 
 import variants
 import variants._lsla_core as lsla_core
-import variants.lsla as lsla_module
+import variants._lsla_geometry as lsla_geometry
 from harness.measure import saved_bytes
+from tests.perturb import away_from_init
 from variants.lsla import LSLAAttention
 
 
@@ -37,9 +38,7 @@ def test_lsla_core_equals_the_op_by_op_path(name, shift):
     torch.manual_seed(0)
     m = variants.create(name, 48, 3, 7, shift).double()
     assert isinstance(m, LSLAAttention)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.1 * torch.randn_like(p))  # tables away from their constant init
+    away_from_init(m)
     x = torch.randn(2, 15, 13, 48, dtype=torch.float64)  # padded and shifted windows
     light, plain = _grads(m, x, True), _grads(m, x, False)
     params = [None, None, *(n for n, _ in m.named_parameters())]
@@ -60,9 +59,7 @@ def _no_grad_output(module, x, core: bool) -> torch.Tensor:
 def test_no_grad_core_equals_the_op_by_op_path(name, shift):
     torch.manual_seed(0)
     m = variants.create(name, 48, 3, 7, shift).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.1 * torch.randn_like(p))
+    away_from_init(m)
     x = torch.randn(2, 15, 13, 48)  # padded and shifted windows
     torch.testing.assert_close(_no_grad_output(m, x, True), _no_grad_output(m, x, False))
 
@@ -74,9 +71,7 @@ def test_global_no_grad_core_equals_the_op_by_op_path(name, monkeypatch):
     monkeypatch.setattr(lsla_core, "GLOBAL_CHUNK_ELEMENTS", 2 * 3 * 7 * 63 * 2)  # 2 rows each
     torch.manual_seed(0)
     m = variants.create(name, 48, 3, 4, 0, window="global").eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.1 * torch.randn_like(p))
+    away_from_init(m)
     x = torch.randn(2, 9, 7, 48)  # offsets up to 8 > M - 1 = 3: clipped
     torch.testing.assert_close(_no_grad_output(m, x, True), _no_grad_output(m, x, False))
 
@@ -86,7 +81,7 @@ def test_global_attention_builds_no_token_pair_index(name, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("an [L, L] relative-position index was built")
 
-    monkeypatch.setattr(lsla_module, "relative_position_index", refuse)
+    monkeypatch.setattr(lsla_geometry, "relative_position_index", refuse)
     m = variants.create(name, 16, 2, 4, 0, window="global")
     x = torch.randn(1, 8, 8, 16)
     with torch.inference_mode():

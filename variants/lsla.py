@@ -31,7 +31,7 @@ Shapes: input and output ``[B, H, W, C]``; inside, windows are ``[B*nW, N=M*M, C
 
 # No ``from __future__ import annotations``: TorchScript needs real annotation objects.
 from dataclasses import dataclass
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,19 +39,11 @@ from torch import Tensor, nn
 
 from variants._config import Range, validate
 from variants._contract import AttentionRecord, AttentionRecorder, Capabilities
-from variants._lsla_core import LSLACore, Tables, attend_global_no_grad, attend_no_grad
-from variants._lsla_flex import attend_flex
+from variants._lsla_geometry import Geometry, WindowGeometry, valid_queries
+from variants._lsla_kernels import KernelPaths
 from variants._lsla_reference import reference_forward
 from variants._registry import register
-from variants._window import (
-    RelPosTable,
-    offset_table,
-    relative_position_index,
-    reversed_query_view,
-    shift_region_mask,
-    window_order,
-    window_partition,
-)
+from variants._window import RelPosTable
 
 
 @dataclass(frozen=True)
@@ -72,39 +64,6 @@ class LSLAConfig:
 
     def __post_init__(self) -> None:
         validate(self, "LSLA switch ")
-
-
-class _Geometry(NamedTuple):
-    """Where the tokens of one forward sit: what the attention maths needs besides Q, K, V."""
-
-    grid: tuple[int, int]  # token layout of each map (a window, or the whole map)
-    index: Tensor | None  # [N, N] relative-position index into the tables; None: global
-    mask: Tensor | None  # [nW, N, N] True where query and key share an image region
-    neg: Tensor | None  # [nW, N, N] fp32: 0 where ``mask`` is True, -inf elsewhere
-    keep: Tensor | None  # [nW, 1, N, N] fp32: 1 where ``mask`` is True (B_o applies), else 0
-    valid: Tensor | None  # [B_, N] real (not padding) queries; only built while recording
-
-
-def _shift_masks(
-    padded: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], device: torch.device
-) -> tuple[Tensor, Tensor, Tensor]:
-    mask = shift_region_mask(padded, window, shift, device)
-    neg = torch.zeros(mask.shape, device=device).masked_fill(~mask, float("-inf"))
-    return mask, neg, mask.unsqueeze(1).float()
-
-
-def _valid_queries(
-    B: int,
-    size: tuple[int, int],
-    padded: tuple[int, int],
-    window: tuple[int, int],
-    device: torch.device,
-) -> Tensor:
-    """``[B*nW, N]``: False for the padding tokens, which attention statistics leave out."""
-    valid = torch.zeros(1, padded[0], padded[1], 1, dtype=torch.bool, device=device)
-    valid[:, : size[0], : size[1]] = True
-    per_window = window_partition(valid, window).flatten(1)  # [nW, N]
-    return per_window.repeat(B, 1)
 
 
 def _shifts(cfg: LSLAConfig) -> bool:
@@ -137,7 +96,7 @@ def _respects_mask(cfg: LSLAConfig) -> bool:
 @register("swin_outer", outer_bias=True)
 @register("swin_window", window="window")
 @register("swin_global", window="global")
-class LSLAAttention(AttentionRecorder, nn.Module):
+class LSLAAttention(WindowGeometry, KernelPaths, AttentionRecorder, nn.Module):
     """Window attention with LSLA's switchable form, scale and inner/outer position biases."""
 
     Config = LSLAConfig
@@ -199,72 +158,11 @@ class LSLAAttention(AttentionRecorder, nn.Module):
     def proj_name(self) -> str:
         return {"qkv": "qkv", "qxv": "qv", "qxx": "q"}[self.cfg.form]
 
-    # ---------------------------------------------------------------- geometry
-    def window_and_shift(self, H: int, W: int) -> tuple[tuple[int, int], tuple[int, int]]:
-        """timm's rule: a window larger than the map shrinks to it, and then nothing shifts."""
-        M, s = self.window_size, self.shift_size
-        window = (min(H, M), min(W, M))
-        shift = (0 if H <= M else s, 0 if W <= M else s)
-        return window, shift
-
-    def _index(self, grid: tuple[int, int], device: torch.device) -> Tensor:
-        if torch.jit.is_scripting():
-            return relative_position_index(grid, self.window_size, device)
-        return self._cached(("index", grid, device))
-
-    def _order(
-        self,
-        size: tuple[int, int],
-        window: tuple[int, int],
-        shift: tuple[int, int],
-        device: torch.device,
-    ) -> tuple[Tensor, Tensor]:
-        """Token gather into windows and scatter back (``variants._window.window_order``)."""
-        if torch.jit.is_scripting():
-            return window_order(size, window, shift, device)
-        return self._cached(("order", size, window, shift, device))
-
-    def _mask(
-        self,
-        padded: tuple[int, int],
-        window: tuple[int, int],
-        shift: tuple[int, int],
-        device: torch.device,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """The shift mask, as an additive fp32 term (0 or -inf) and as a 0/1 factor."""
-        if torch.jit.is_scripting():
-            return _shift_masks(padded, window, shift, device)
-        return self._cached(("mask", padded, window, shift, device))
-
-    @torch.jit.unused
-    def _cached(self, key: tuple):
-        """Geometry tensors, built once per ``key``: ``("index", grid, device)``,
-        ``("mask", padded, window, shift, device)`` or ``("order", size, window, shift, device)``.
-
-        Built outside inference mode: a tensor made under ``torch.inference_mode`` cannot be
-        saved for backward, and the first forward (a FLOP count, say) may well run there. While
-        a graph is being captured (``torch.compile``, ``torch.export``) nothing is cached: the
-        geometry becomes part of the graph instead of a stray tensor attribute.
-        """
-        kind, *shape, device = key
-        builders = {
-            "index": lambda: relative_position_index(shape[0], self.window_size, device),
-            "mask": lambda: _shift_masks(*shape, device),
-            "order": lambda: window_order(*shape, device),
-        }
-        make = builders[kind]
-        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-            return make()
-        if key not in self._cache:
-            with torch.inference_mode(False), torch.no_grad():
-                self._cache[key] = make()
-        return self._cache[key]
-
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
         B, H, W, C = x.shape
         if self.global_mode:
-            geo = _Geometry((H, W), None, None, None, None, None)  # tables need no index
+            geo = Geometry((H, W), None, None, None, None, None)  # tables need no index
             return self._attend(x.reshape(B, H * W, C), geo).view(B, H, W, C)
 
         window, shift = self.window_and_shift(H, W)
@@ -285,8 +183,8 @@ class LSLAAttention(AttentionRecorder, nn.Module):
             mask, neg, keep = self._mask((Hp, Wp), window, shift, x.device)
         valid: Tensor | None = None
         if self.recording:
-            valid = _valid_queries(B, (H, W), (Hp, Wp), window, x.device)
-        geo = _Geometry(window, self._index(window, x.device), mask, neg, keep, valid)
+            valid = valid_queries(B, (H, W), (Hp, Wp), window, x.device)
+        geo = Geometry(window, self._index(window, x.device), mask, neg, keep, valid)
         out = self._attend(windows, geo)  # [B*nW, N, C]
         return out.view(B, -1, C).index_select(1, scatter).view(B, H, W, C)
 
@@ -304,7 +202,7 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         assert self.q is not None
         return self.q(x).view(B_, N, h, d).transpose(1, 2), x_heads, x_heads
 
-    def _attend(self, x: Tensor, geo: _Geometry) -> Tensor:
+    def _attend(self, x: Tensor, geo: Geometry) -> Tensor:
         B_, N, C = x.shape
         q, k, v = self._project(x)
         if self.fused and not self.recording:
@@ -327,7 +225,7 @@ class LSLAAttention(AttentionRecorder, nn.Module):
             out = self._explicit(q, k, v, self._additive_bias(geo, B_), geo)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B_, N, C)))
 
-    def _additive_bias(self, geo: _Geometry, B_: int) -> Tensor | None:
+    def _additive_bias(self, geo: Geometry, B_: int) -> Tensor | None:
         """Inner bias plus the shift mask as -inf, ``[B_ or 1, h, N, N]``, kept in fp32 in every
         block. (Under bf16 autocast, rounding it to the logits' dtype in shifted blocks only
         would make W and SW blocks compute differently.)"""
@@ -337,7 +235,7 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         nW, N = bias.shape[0], bias.shape[-1]
         return bias.unsqueeze(0).expand(B_ // nW, nW, self.num_heads, N, N).reshape(B_, -1, N, N)
 
-    def _compact_bias(self, geo: _Geometry) -> Tensor | None:
+    def _compact_bias(self, geo: Geometry) -> Tensor | None:
         """The same additive term once per window position: ``[nW or 1, h or 1, N, N]``."""
         bias: Tensor | None = None
         if self.inner_bias is not None:
@@ -348,7 +246,7 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         neg = neg.unsqueeze(1)  # [nW, 1, N, N]
         return neg if bias is None else bias.float() + neg
 
-    def _explicit(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, geo: _Geometry):
+    def _explicit(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, geo: Geometry):
         """The un-fused path, op by op: needed for S, B_o and for recording the weights."""
         index, grid, mask = geo.index, geo.grid, geo.mask
         if self.dyn_scale is None:
@@ -374,123 +272,7 @@ class LSLAAttention(AttentionRecorder, nn.Module):
         return self.attn_drop(attn) @ v
 
     @torch.jit.unused
-    def _flex_applies(self, q: Tensor) -> bool:
-        """flex_attention is the fused path on CUDA (no dropout in it, no weights to record)."""
-        return (
-            self.flex_capable
-            and q.is_cuda
-            and not self.recording
-            and not (self.training and self.attn_drop.p > 0)
-            and not torch.compiler.is_exporting()
-        )
-
-    @torch.jit.unused
-    def _flex(self, q: Tensor, k: Tensor, v: Tensor, geo: _Geometry) -> Tensor:
-        at = (geo.index, geo.grid)
-        scale = self.dyn_scale(*at) if self.dyn_scale is not None else None
-        inner = self.inner_bias(*at) if self.inner_bias is not None else None
-        outer: Tensor | None = None
-        if self.outer_bias is not None:
-            outer = self.outer_bias(*at).unsqueeze(0)
-            if geo.keep is not None and self.mask_outer:
-                outer = outer * geo.keep
-        div = self.scale_div and self.dyn_scale is not None
-        return attend_flex(q, k, v, scale, inner, geo.neg, outer, div)
-
-    @torch.jit.unused
-    def _core_applies(self, q: Tensor) -> bool:
-        """The core paths (``LSLACore`` with autograd, ``attend_no_grad`` without) need one
-        dtype throughout (no autocast), no attention dropout, nothing recorded or captured."""
-        return (
-            not self.recording
-            and not (self.training and self.attn_drop.p > 0)
-            and not torch.is_autocast_enabled(q.device.type)
-            and not torch.compiler.is_compiling()
-            and not torch.compiler.is_exporting()
-        )
-
-    @torch.jit.unused
-    def _explicit_core(self, q: Tensor, k: Tensor, v: Tensor, geo: _Geometry) -> Tensor:
-        if k is v and not torch.is_grad_enabled():  # qxx: keys and values are X's channel
-            k = v = k.contiguous()  # slices; one copy serves both (autograd would keep it)
-        nW = geo.neg.shape[0] if geo.neg is not None else 1
-        if nW > 1:  # per-window terms: attend in [B, nW, h, N, d], every table broadcasts
-            q, k, v = (t.unflatten(0, (t.shape[0] // nW, nW)) for t in (q, k, v))
-        div = self.scale_div and self.dyn_scale is not None
-        mul = self.outer_mul and self.outer_bias is not None
-        if self.dyn_scale is None:
-            q = q * self.head_dim**-0.5  # timm's order of operations
-        if torch.is_grad_enabled():
-            out = LSLACore.apply(q, k, v, *self._grad_tables(geo), div, mul)
-        else:
-            if geo.index is None:
-                views = self._global_views(geo.grid, q.dtype)
-                out = attend_global_no_grad(q, k, v, views, geo.grid, div, mul)
-            else:
-                out = attend_no_grad(q, k, v, self._no_grad_tables(geo, q.dtype), div, mul)
-        return out.flatten(0, 1) if nW > 1 else out
-
-    @torch.jit.unused
-    def _grad_tables(self, geo: _Geometry) -> tuple[Tensor | None, ...]:
-        """S, B_i, the -inf mask, B_o and where B_o applies, for ``LSLACore`` (None: absent)."""
-        at = (geo.index, geo.grid)
-        s = self.dyn_scale(*at) if self.dyn_scale is not None else None
-        inner = self.inner_bias(*at).unsqueeze(0) if self.inner_bias is not None else None
-        neg = geo.neg.unsqueeze(1) if geo.neg is not None else None  # [nW, 1, N, N]
-        if inner is not None and neg is not None:
-            inner = inner.float()  # as _compact_bias does
-        bo = self.outer_bias(*at).unsqueeze(0) if self.outer_bias is not None else None
-        keep = geo.keep if geo.keep is not None and self.mask_outer else None
-        return s, inner, neg, bo, keep
-
-    @torch.jit.unused
-    def _global_views(self, grid: tuple[int, int], dtype: torch.dtype) -> Tables:
-        """Global attention's tables as views over the offsets of ``grid`` (no L x L tensor)."""
-
-        def view(table: RelPosTable | None, plus_one: bool = False) -> Tensor | None:
-            if table is None:
-                return None
-            offsets = offset_table(table.relative_position_bias_table, self.window_size, grid)
-            offsets = (1.0 + offsets if plus_one else offsets).to(dtype)
-            return reversed_query_view(offsets, grid)
-
-        outer = view(self.outer_bias, plus_one=self.outer_mul)
-        return Tables(view(self.dyn_scale), view(self.inner_bias), outer)
-
-    @torch.jit.unused
-    def _no_grad_tables(self, geo: _Geometry, dtype: torch.dtype) -> Tables:
-        """The window tables combined once per geometry and kept while the parameters they come
-        from are unchanged (same storage, same version: an optimiser step or a load rebuilds
-        them)."""
-        tables = [t for t in (self.dyn_scale, self.inner_bias, self.outer_bias) if t is not None]
-        params = [t.relative_position_bias_table for t in tables]
-        version = tuple((p.data_ptr(), p._version) for p in params)
-        neg_at = geo.neg.data_ptr() if geo.neg is not None else 0
-        assert geo.index is not None
-        key = ("tables", geo.index.data_ptr(), neg_at, dtype)
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] == version:
-            return hit[1]
-        with torch.inference_mode(False), torch.no_grad():
-            built = self._combine_tables(geo, dtype)
-        self._cache[key] = (version, built)
-        return built
-
-    @torch.jit.unused
-    def _combine_tables(self, geo: _Geometry, dtype: torch.dtype) -> Tables:
-        at = (geo.index, geo.grid)
-        scale = self.dyn_scale(*at) if self.dyn_scale is not None else None
-        bias = self._compact_bias(geo)
-        outer: Tensor | None = None
-        if self.outer_bias is not None:
-            outer = self.outer_bias(*at).unsqueeze(0)
-            if geo.keep is not None and self.mask_outer:
-                outer = outer * geo.keep
-            outer = 1.0 + outer if self.outer_mul else outer
-        return Tables(*(None if t is None else t.to(dtype) for t in (scale, bias, outer)))
-
-    @torch.jit.unused
-    def _keep(self, attn: Tensor, softmax: Tensor, geo: _Geometry) -> None:
+    def _keep(self, attn: Tensor, softmax: Tensor, geo: Geometry) -> None:
         pre = softmax.detach() if self.outer_bias is not None else None
         self.keep_record(AttentionRecord(attn.detach(), pre, geo.grid, geo.valid))
 

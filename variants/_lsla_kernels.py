@@ -1,0 +1,136 @@
+"""Which kernel an LSLA-family layer runs, and the tables each kernel reads.
+
+``KernelPaths`` is mixed into ``variants.lsla.LSLAAttention``: flex_attention on CUDA
+(``_lsla_flex``), the explicit core with autograd (``LSLACore``) or without it
+(``attend_no_grad``, ``attend_global_no_grad``), each with its tables: gathered per call under
+autograd, combined once per geometry without it, strided views in global attention.
+"""
+
+# No ``from __future__ import annotations``: TorchScript needs real annotation objects.
+import torch
+from torch import Tensor
+
+from variants._lsla_core import LSLACore, Tables, attend_global_no_grad, attend_no_grad
+from variants._lsla_flex import attend_flex
+from variants._lsla_geometry import Geometry
+from variants._window import RelPosTable, offset_table, reversed_query_view
+
+
+class KernelPaths:
+    """The fused (flex) and explicit core paths of the host ``LSLAAttention``."""
+
+    @torch.jit.unused
+    def _flex_applies(self, q: Tensor) -> bool:
+        """flex_attention is the fused path on CUDA (no dropout in it, no weights to record)."""
+        return (
+            self.flex_capable
+            and q.is_cuda
+            and not self.recording
+            and not (self.training and self.attn_drop.p > 0)
+            and not torch.compiler.is_exporting()
+        )
+
+    @torch.jit.unused
+    def _flex(self, q: Tensor, k: Tensor, v: Tensor, geo: Geometry) -> Tensor:
+        at = (geo.index, geo.grid)
+        scale = self.dyn_scale(*at) if self.dyn_scale is not None else None
+        inner = self.inner_bias(*at) if self.inner_bias is not None else None
+        outer: Tensor | None = None
+        if self.outer_bias is not None:
+            outer = self.outer_bias(*at).unsqueeze(0)
+            if geo.keep is not None and self.mask_outer:
+                outer = outer * geo.keep
+        div = self.scale_div and self.dyn_scale is not None
+        return attend_flex(q, k, v, scale, inner, geo.neg, outer, div)
+
+    @torch.jit.unused
+    def _core_applies(self, q: Tensor) -> bool:
+        """The core paths (``LSLACore`` with autograd, ``attend_no_grad`` without) need one
+        dtype throughout (no autocast), no attention dropout, nothing recorded or captured."""
+        return (
+            not self.recording
+            and not (self.training and self.attn_drop.p > 0)
+            and not torch.is_autocast_enabled(q.device.type)
+            and not torch.compiler.is_compiling()
+            and not torch.compiler.is_exporting()
+        )
+
+    @torch.jit.unused
+    def _explicit_core(self, q: Tensor, k: Tensor, v: Tensor, geo: Geometry) -> Tensor:
+        if k is v and not torch.is_grad_enabled():  # qxx: keys and values are X's channel
+            k = v = k.contiguous()  # slices; one copy serves both (autograd would keep it)
+        nW = geo.neg.shape[0] if geo.neg is not None else 1
+        if nW > 1:  # per-window terms: attend in [B, nW, h, N, d], every table broadcasts
+            q, k, v = (t.unflatten(0, (t.shape[0] // nW, nW)) for t in (q, k, v))
+        div = self.scale_div and self.dyn_scale is not None
+        mul = self.outer_mul and self.outer_bias is not None
+        if self.dyn_scale is None:
+            q = q * self.head_dim**-0.5  # timm's order of operations
+        if torch.is_grad_enabled():
+            out = LSLACore.apply(q, k, v, *self._grad_tables(geo), div, mul)
+        else:
+            if geo.index is None:
+                views = self._global_views(geo.grid, q.dtype)
+                out = attend_global_no_grad(q, k, v, views, geo.grid, div, mul)
+            else:
+                out = attend_no_grad(q, k, v, self._no_grad_tables(geo, q.dtype), div, mul)
+        return out.flatten(0, 1) if nW > 1 else out
+
+    @torch.jit.unused
+    def _grad_tables(self, geo: Geometry) -> tuple[Tensor | None, ...]:
+        """S, B_i, the -inf mask, B_o and where B_o applies, for ``LSLACore`` (None: absent)."""
+        at = (geo.index, geo.grid)
+        s = self.dyn_scale(*at) if self.dyn_scale is not None else None
+        inner = self.inner_bias(*at).unsqueeze(0) if self.inner_bias is not None else None
+        neg = geo.neg.unsqueeze(1) if geo.neg is not None else None  # [nW, 1, N, N]
+        if inner is not None and neg is not None:
+            inner = inner.float()  # as _compact_bias does
+        bo = self.outer_bias(*at).unsqueeze(0) if self.outer_bias is not None else None
+        keep = geo.keep if geo.keep is not None and self.mask_outer else None
+        return s, inner, neg, bo, keep
+
+    @torch.jit.unused
+    def _global_views(self, grid: tuple[int, int], dtype: torch.dtype) -> Tables:
+        """Global attention's tables as views over the offsets of ``grid`` (no L x L tensor)."""
+
+        def view(table: RelPosTable | None, plus_one: bool = False) -> Tensor | None:
+            if table is None:
+                return None
+            offsets = offset_table(table.relative_position_bias_table, self.window_size, grid)
+            offsets = (1.0 + offsets if plus_one else offsets).to(dtype)
+            return reversed_query_view(offsets, grid)
+
+        outer = view(self.outer_bias, plus_one=self.outer_mul)
+        return Tables(view(self.dyn_scale), view(self.inner_bias), outer)
+
+    @torch.jit.unused
+    def _no_grad_tables(self, geo: Geometry, dtype: torch.dtype) -> Tables:
+        """The window tables combined once per geometry and kept while the parameters they come
+        from are unchanged (same storage, same version: an optimiser step or a load rebuilds
+        them)."""
+        tables = [t for t in (self.dyn_scale, self.inner_bias, self.outer_bias) if t is not None]
+        params = [t.relative_position_bias_table for t in tables]
+        version = tuple((p.data_ptr(), p._version) for p in params)
+        neg_at = geo.neg.data_ptr() if geo.neg is not None else 0
+        assert geo.index is not None
+        key = ("tables", geo.index.data_ptr(), neg_at, dtype)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        with torch.inference_mode(False), torch.no_grad():
+            built = self._combine_tables(geo, dtype)
+        self._cache[key] = (version, built)
+        return built
+
+    @torch.jit.unused
+    def _combine_tables(self, geo: Geometry, dtype: torch.dtype) -> Tables:
+        at = (geo.index, geo.grid)
+        scale = self.dyn_scale(*at) if self.dyn_scale is not None else None
+        bias = self._compact_bias(geo)
+        outer: Tensor | None = None
+        if self.outer_bias is not None:
+            outer = self.outer_bias(*at).unsqueeze(0)
+            if geo.keep is not None and self.mask_outer:
+                outer = outer * geo.keep
+            outer = 1.0 + outer if self.outer_mul else outer
+        return Tables(*(None if t is None else t.to(dtype) for t in (scale, bias, outer)))
