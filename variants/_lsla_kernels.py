@@ -35,13 +35,16 @@ class KernelPaths:
         at = (geo.index, geo.grid)
         scale = self.dyn_scale(*at) if self.dyn_scale is not None else None
         inner = self.inner_bias(*at) if self.inner_bias is not None else None
-        outer: Tensor | None = None
-        if self.outer_bias is not None:
-            outer = self.outer_bias(*at).unsqueeze(0)
-            if geo.keep is not None and self.mask_outer:
-                outer = outer * geo.keep
         div = self.scale_div and self.dyn_scale is not None
-        return attend_flex(q, k, v, scale, inner, geo.neg, outer, div)
+        return attend_flex(q, k, v, scale, inner, geo.neg, self._masked_outer(geo), div)
+
+    @torch.jit.unused
+    def _masked_outer(self, geo: Geometry) -> Tensor | None:
+        """B_o where it applies, ``[nW or 1, h, N, N]`` (None: no outer bias)."""
+        if self.outer_bias is None:
+            return None
+        outer = self.outer_bias(geo.index, geo.grid).unsqueeze(0)
+        return outer * geo.keep if geo.keep is not None and self.mask_outer else outer
 
     @torch.jit.unused
     def _core_applies(self, q: Tensor) -> bool:
@@ -124,13 +127,9 @@ class KernelPaths:
 
     @torch.jit.unused
     def _combine_tables(self, geo: Geometry, dtype: torch.dtype) -> Tables:
-        at = (geo.index, geo.grid)
-        scale = self.dyn_scale(*at) if self.dyn_scale is not None else None
+        scale = self.dyn_scale(geo.index, geo.grid) if self.dyn_scale is not None else None
         bias = self._compact_bias(geo)
-        outer: Tensor | None = None
-        if self.outer_bias is not None:
-            outer = self.outer_bias(*at).unsqueeze(0)
-            if geo.keep is not None and self.mask_outer:
-                outer = outer * geo.keep
-            outer = 1.0 + outer if self.outer_mul else outer
+        outer = self._masked_outer(geo)
+        if outer is not None and self.outer_mul:
+            outer = 1.0 + outer
         return Tables(*(None if t is None else t.to(dtype) for t in (scale, bias, outer)))
