@@ -12,6 +12,7 @@ from variants._window import (
     RelPosTable,
     relative_position_index,
     shift_region_mask,
+    window_order,
     window_partition,
     window_reverse,
 )
@@ -81,3 +82,21 @@ def test_table_over_a_grid_equals_the_indexed_gather(h, w, m):
     torch.nn.init.normal_(table.relative_position_bias_table)
     expected = table(relative_position_index((h, w), m), (h, w))
     assert torch.equal(table(None, (h, w)), expected)
+
+
+@given(h=st.integers(1, 12), w=st.integers(1, 12), m=st.integers(1, 5), data=st.data())
+def test_window_order_is_roll_pad_partition_and_back(h, w, m, data):
+    """One gather does timm's roll(-shift), zero padding and partition; one more undoes them."""
+    window = (min(h, m), min(w, m))
+    shift = (data.draw(st.integers(0, window[0] - 1)), data.draw(st.integers(0, window[1] - 1)))
+    x = torch.randn(2, h, w, 3)
+    pad_h, pad_w = (-h) % window[0], (-w) % window[1]
+    rolled = torch.roll(x, (-shift[0], -shift[1]), (1, 2))
+    padded = torch.nn.functional.pad(rolled, (0, 0, 0, pad_w, 0, pad_h))
+    expected = window_partition(padded, window).reshape(2, -1, 3)
+    gather, scatter = window_order((h, w), window, shift)
+    tokens = x.reshape(2, h * w, 3)
+    if pad_h or pad_w:
+        tokens = torch.cat([tokens, torch.zeros(2, 1, 3)], dim=1)
+    assert torch.equal(tokens[:, gather], expected)
+    assert torch.equal(expected[:, scatter].view(2, h, w, 3), x)

@@ -7,7 +7,9 @@ timm weights load into our modules and give the same logits:
 * ``relative_position_index``: index into a ``(2M-1)^2`` table for every (query, key) pair of a
   ``h x w`` token grid. Offsets are clipped to ``+-(M-1)``, so the same table serves a full window
   (no clipping happens), a clamped smaller window and global attention over a larger grid.
+* ``window_order``: the token gather doing shift + padding + partition at once, and its inverse.
 * ``shift_region_mask``: boolean ``[nW, N, N]`` "may attend" mask of shifted-window attention.
+* ``offset_table`` / ``reversed_query_view``: global attention's tables as strided views.
 * ``RelPosTable``: a learnable ``(2M-1)^2 x h`` table gathered to ``[h, N, N]``.
 """
 
