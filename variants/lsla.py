@@ -26,7 +26,9 @@ choice made where it is silent are listed here, each one a switch:
   token can see the zero padding and, through the roll, tokens wrapped in from the opposite border.
   It is kept for timm parity (timm's weights give timm's logits).
 
-Shapes: input and output ``[B, H, W, C]``; inside, windows are ``[B*nW, N=M*M, C]``.
+Shapes: input and output ``[B, H, W, C]``; inside, windows are ``[B*nW, N=M*M, C]``. Where the
+tokens go is ``_lsla_geometry``; which kernel runs (SDPA where the maths allows, flex_attention on
+CUDA, else the exact explicit core) and the tables each reads is ``_lsla_kernels``.
 """
 
 # No ``from __future__ import annotations``: TorchScript needs real annotation objects.
