@@ -52,12 +52,19 @@ def _ratio_line(info: dict) -> str:
     )
 
 
-def _speed_line(info: dict) -> str:
-    med, q1, q3 = info["speedup_vit_lsla_t_vs_swin_t_ref"]
+def _interleaved(ratios: list[float], info: dict) -> str:
+    """``median (IQR q1-q3, n interleaved rounds, t thread(s))`` of per-round ratios."""
+    med, q1, q3 = ratios
     return (
-        f"vit_lsla_t vs swin_t_ref, {info['mode']} batch {info['batch']}: {med:.2f}x "
-        f"(IQR {q1:.2f}-{q3:.2f}, {info['rounds_interleaved']} interleaved rounds, "
-        f"{info['timing_threads']} thread(s)); vs timm swin_tiny "
+        f"{med:.2f}x (IQR {q1:.2f}-{q3:.2f}, {info['rounds_interleaved']} interleaved rounds, "
+        f"{info['timing_threads']} thread(s))"
+    )
+
+
+def _speed_line(info: dict) -> str:
+    return (
+        f"vit_lsla_t vs swin_t_ref, {info['mode']} batch {info['batch']}: "
+        f"{_interleaved(info['speedup_vit_lsla_t_vs_swin_t_ref'], info)}; vs timm swin_tiny "
         f"{info['speedup_vit_lsla_t_vs_timm']:.2f}x; GEMM-peak share "
         f"{100 * info['gemm_share_vit_lsla_t']:.0f}% (swin_t_ref "
         f"{100 * info['gemm_share_swin_t_ref']:.0f}%, peak {info['gemm_gflops']:.0f} GFLOP/s)"
@@ -65,10 +72,9 @@ def _speed_line(info: dict) -> str:
 
 
 def _global_line(info: dict) -> str:
-    med, q1, q3 = info["time_ratio_vit_lsla_t_vs_swin_t_ref"]
     return (
-        f"global attention at {info['img_size']} px, vit_lsla_t / swin_t_ref time: {med:.2f}x "
-        f"(IQR {q1:.2f}-{q3:.2f}, {info['rounds_interleaved']} interleaved rounds; goal <= 2); "
+        f"global attention at {info['img_size']} px, vit_lsla_t / swin_t_ref time: "
+        f"{_interleaved(info['time_ratio_vit_lsla_t_vs_swin_t_ref'], info)}, goal <= 2; "
         f"peak {info['peak_mb_vit_lsla_t']:.0f} vs {info['peak_mb_swin_t_ref']:.0f} MB "
         "(goal: no more than Swin's)"
     )

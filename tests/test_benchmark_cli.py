@@ -39,3 +39,22 @@ def test_saved_runs_are_compared(tmp_path):
     proc = _pytest(*select, storage, "--benchmark-compare")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "0002" in proc.stdout and "NOW" in proc.stdout  # the saved run beside this one
+
+
+def test_global_mode_headline_states_time_ratio_peaks_and_goals():
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
+    root_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root_conftest)
+    headline_lines = root_conftest.headline_lines
+    info = dict(kind="global", img_size=448, rounds_interleaved=3, timing_threads=1)
+    info.update(time_ratio_vit_lsla_t_vs_swin_t_ref=[0.37, 0.35, 0.46])
+    info.update(peak_mb_vit_lsla_t=187.1, peak_mb_swin_t_ref=3665.0)
+    (line,) = headline_lines([SimpleNamespace(extra_info=info, stats=None)])
+    assert line == (
+        "global attention at 448 px, vit_lsla_t / swin_t_ref time: 0.37x (IQR 0.35-0.46, "
+        "3 interleaved rounds, 1 thread(s)), goal <= 2; peak 187 vs 3665 MB (goal: no more "
+        "than Swin's)"
+    )
