@@ -28,7 +28,8 @@ def _bias(inner: Tensor | None, neg: Tensor | None) -> Tensor | None:
     return inner + neg
 
 
-def _outer_term(bo: Tensor | None, keep: Tensor | None, outer_mul: bool) -> Tensor | None:
+def outer_term(bo: Tensor | None, keep: Tensor | None, outer_mul: bool) -> Tensor | None:
+    """What multiplies (``1 + B_o * keep``) or is added to (``B_o * keep``) the softmax."""
     if bo is None:
         return None
     term = bo if keep is None else bo * keep
@@ -44,7 +45,7 @@ class LSLACore(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, s, inner, neg, bo, keep, scale_div: bool, outer_mul: bool):
-        tables = Tables(s, _bias(inner, neg), _outer_term(bo, keep, outer_mul))
+        tables = Tables(s, _bias(inner, neg), outer_term(bo, keep, outer_mul))
         ctx.save_for_backward(q, k, v, s, inner, neg, bo, keep)
         ctx.flags = (scale_div, outer_mul)
         return attend_no_grad(q, k, v, tables, scale_div, outer_mul)
@@ -58,7 +59,7 @@ class LSLACore(torch.autograd.Function):
         bias = _bias(inner, neg)
         logits = logits if bias is None else logits.add_(bias)
         p = torch.softmax(logits, dim=-1, out=logits)
-        outer = _outer_term(bo, keep, outer_mul)
+        outer = outer_term(bo, keep, outer_mul)
         a = p if outer is None else (p * outer if outer_mul else p + outer)
         dv = a.transpose(-2, -1) @ dout
         da = dout @ v.transpose(-2, -1)

@@ -101,16 +101,19 @@ class WindowGeometry:
         a graph is being captured (``torch.compile``, ``torch.export``) nothing is cached: the
         geometry becomes part of the graph instead of a stray tensor attribute.
         """
-        kind, *shape, device = key
-        builders = {
-            "index": lambda: relative_position_index(shape[0], self.window_size, device),
-            "mask": lambda: shift_masks(*shape, device),
-            "order": lambda: window_order(*shape, device),
-        }
-        make = builders[kind]
         if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-            return make()
-        if key not in self._cache:
-            with torch.inference_mode(False), torch.no_grad():
-                self._cache[key] = make()
+            return self._build(key)
+        if key in self._cache:  # every forward after the first: a lookup, nothing built
+            return self._cache[key]
+        with torch.inference_mode(False), torch.no_grad():
+            self._cache[key] = self._build(key)
         return self._cache[key]
+
+    @torch.jit.unused
+    def _build(self, key: tuple):
+        kind, *shape, device = key
+        if kind == "index":
+            return relative_position_index(shape[0], self.window_size, device)
+        if kind == "mask":
+            return shift_masks(*shape, device)
+        return window_order(*shape, device)

@@ -10,7 +10,13 @@ autograd, combined once per geometry without it, strided views in global attenti
 import torch
 from torch import Tensor
 
-from variants._lsla_core import LSLACore, Tables, attend_global_no_grad, attend_no_grad
+from variants._lsla_core import (
+    LSLACore,
+    Tables,
+    attend_global_no_grad,
+    attend_no_grad,
+    outer_term,
+)
 from variants._lsla_flex import attend_flex
 from variants._lsla_geometry import Geometry
 from variants._window import RelPosTable, offset_table, reversed_query_view
@@ -35,16 +41,16 @@ class KernelPaths:
         at = (geo.index, geo.grid)
         scale = self.dyn_scale(*at) if self.dyn_scale is not None else None
         inner = self.inner_bias(*at) if self.inner_bias is not None else None
-        div = self.scale_div and self.dyn_scale is not None
-        return attend_flex(q, k, v, scale, inner, geo.neg, self._masked_outer(geo), div)
+        outer = outer_term(*self._outer_parts(geo), outer_mul=False)  # B_o where it applies
+        return attend_flex(q, k, v, scale, inner, geo.neg, outer, self.scale_div)
 
     @torch.jit.unused
-    def _masked_outer(self, geo: Geometry) -> Tensor | None:
-        """B_o where it applies, ``[nW or 1, h, N, N]`` (None: no outer bias)."""
+    def _outer_parts(self, geo: Geometry) -> tuple[Tensor | None, Tensor | None]:
+        """B_o ``[1, h, N, N]`` and where it applies ``[nW, 1, N, N]`` (None: absent / all)."""
         if self.outer_bias is None:
-            return None
-        outer = self.outer_bias(geo.index, geo.grid).unsqueeze(0)
-        return outer * geo.keep if geo.keep is not None and self.mask_outer else outer
+            return None, None
+        bo = self.outer_bias(geo.index, geo.grid).unsqueeze(0)
+        return bo, (geo.keep if geo.keep is not None and self.mask_outer else None)
 
     @torch.jit.unused
     def _core_applies(self, q: Tensor) -> bool:
@@ -65,8 +71,7 @@ class KernelPaths:
         nW = geo.neg.shape[0] if geo.neg is not None else 1
         if nW > 1:  # per-window terms: attend in [B, nW, h, N, d], every table broadcasts
             q, k, v = (t.unflatten(0, (t.shape[0] // nW, nW)) for t in (q, k, v))
-        div = self.scale_div and self.dyn_scale is not None
-        mul = self.outer_mul and self.outer_bias is not None
+        div, mul = self.scale_div, self.outer_mul
         if self.dyn_scale is None:
             q = q * self.head_dim**-0.5  # timm's order of operations
         if torch.is_grad_enabled():
@@ -88,9 +93,7 @@ class KernelPaths:
         neg = geo.neg.unsqueeze(1) if geo.neg is not None else None  # [nW, 1, N, N]
         if inner is not None and neg is not None:
             inner = inner.float()  # as _compact_bias does
-        bo = self.outer_bias(*at).unsqueeze(0) if self.outer_bias is not None else None
-        keep = geo.keep if geo.keep is not None and self.mask_outer else None
-        return s, inner, neg, bo, keep
+        return (s, inner, neg, *self._outer_parts(geo))
 
     @torch.jit.unused
     def _global_views(self, grid: tuple[int, int], dtype: torch.dtype) -> Tables:
@@ -129,7 +132,5 @@ class KernelPaths:
     def _combine_tables(self, geo: Geometry, dtype: torch.dtype) -> Tables:
         scale = self.dyn_scale(geo.index, geo.grid) if self.dyn_scale is not None else None
         bias = self._compact_bias(geo)
-        outer = self._masked_outer(geo)
-        if outer is not None and self.outer_mul:
-            outer = 1.0 + outer
+        outer = outer_term(*self._outer_parts(geo), outer_mul=self.outer_mul)
         return Tables(*(None if t is None else t.to(dtype) for t in (scale, bias, outer)))

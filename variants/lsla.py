@@ -132,8 +132,9 @@ class LSLAAttention(WindowGeometry, KernelPaths, AttentionRecorder, nn.Module):
         self.fused = cfg.fused and cfg.scale == "fixed" and not cfg.outer_bias  # SDPA
         # flex_attention on CUDA: S, B_i and the mask as a score_mod, B_o V added after
         self.flex_capable = cfg.fused and not (cfg.outer_bias and cfg.outer_op == "mul")
-        self.scale_div = cfg.scale_op == "div"
-        self.outer_mul = cfg.outer_op == "mul"
+        # the ops that apply: a fixed scale is never divided, an absent B_o never multiplies
+        self.scale_div = cfg.scale == "dynamic" and cfg.scale_op == "div"
+        self.outer_mul = cfg.outer_bias and cfg.outer_op == "mul"
         self.mask_outer = cfg.mask_outer_bias
         self.recording = False
         n_proj = {"qkv": 3, "qxv": 2, "qxx": 1}[cfg.form]
