@@ -17,6 +17,22 @@ def pytest_addoption(parser):
         action="store_true",
         help="run the benchmarks (same as --benchmark-only); plain pytest skips them",
     )
+    parser.addoption(
+        "--interleaved-rounds",
+        type=_whole_number,
+        default=None,
+        metavar="N",
+        help="rounds of every interleaved speed comparison (default: each benchmark's own, "
+        "7 on CPU); more rounds narrow the spread on a noisy machine",
+    )
+
+
+def _whole_number(text: str) -> int:
+    import argparse
+
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1 (got {text!r}), e.g. 15")
+    return int(text)
 
 
 def pytest_configure(config):

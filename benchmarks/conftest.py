@@ -27,6 +27,18 @@ def device(request) -> torch.device:
     return torch.device(request.param)
 
 
+@pytest.fixture
+def interleaved_rounds(request, benchmark):
+    """``rounds(default)``: the rounds of an interleaved comparison, ``--interleaved-rounds``
+    when given; one round when timing is off (plain ``pytest`` runs each benchmark once)."""
+    chosen = request.config.getoption("interleaved_rounds")
+
+    def rounds(default: int) -> int:
+        return 1 if benchmark.disabled else chosen or default
+
+    return rounds
+
+
 def synced(fn, device: torch.device):
     """``fn`` followed by a CUDA synchronise, so timings include the kernels themselves."""
     if device.type != "cuda":

@@ -33,8 +33,9 @@ def _forward(name: str, device: torch.device, img_size: int):
     return forward
 
 
-def test_global_mode_448px(benchmark, device):
-    img_size, rounds = (64, 1) if benchmark.disabled else (448, 3)  # disabled: a smoke test
+def test_global_mode_448px(benchmark, device, interleaved_rounds):
+    img_size = 64 if benchmark.disabled else 448  # disabled: a smoke test
+    rounds = interleaved_rounds(3)
     fns = {name: _forward(name, device, img_size) for name in MODELS}
     cmp = interleaved(fns, "swin_t_ref", device, rounds=rounds, warmup=1, threads=1)
     peak = {name: 0 for name in MODELS}

@@ -51,13 +51,14 @@ def test_model_inference(benchmark, device, name):
     del result
 
 
-def test_lsla_vs_timm_swin_tiny_ratio(benchmark, device):
+def test_lsla_vs_timm_swin_tiny_ratio(benchmark, device, interleaved_rounds):
     """vit_lsla_t, swin_t_ref and timm's swin_tiny timed interleaved in this process (CPU: one
     pinned thread); the median and spread of the per-round speed-ups are recorded."""
     fns = {name: _setup(name, device)[0] for name in ("vit_lsla_t", "swin_t_ref", REFERENCE)}
     _, batch, precision = _setup("vit_lsla_t", device)
-    rounds = 7 if device.type == "cpu" else 20
-    cmp = interleaved(fns, baseline=REFERENCE, device=device, rounds=rounds, threads=1)
+    rounds = interleaved_rounds(7 if device.type == "cpu" else 20)
+    warmup = 0 if benchmark.disabled else 2  # disabled: a smoke test
+    cmp = interleaved(fns, REFERENCE, device, rounds=rounds, warmup=warmup, threads=1)
     speedup = cmp.speedup("vit_lsla_t")
     median_s = cmp.as_dict()["median_s"]
     vs_swin_ref = cmp.speedup("vit_lsla_t", over="swin_t_ref")["median"]

@@ -49,13 +49,14 @@ def _gemm(device: torch.device):
 
 
 @pytest.mark.parametrize(("mode", "batch"), [("inference", 4), ("inference", 16), ("train", 4)])
-def test_speed_vs_swin(benchmark, device, mode, batch):
+def test_speed_vs_swin(benchmark, device, interleaved_rounds, mode, batch):
+    batch = 1 if benchmark.disabled else batch  # disabled: a smoke test of the same code
     fns, flops = {}, {}
     for name in MODELS:
         fns[name], model = _model_step(name, device, batch, mode)
         flops[name] = 2 * count_flops(model, 224) * batch * (3 if mode == "train" else 1)
     fns["gemm"] = _gemm(device)
-    rounds, warmup = (1, 0) if benchmark.disabled else (7, 2)  # disabled: a smoke test
+    rounds, warmup = interleaved_rounds(7), 0 if benchmark.disabled else 2
     cmp = interleaved(fns, "swin_t_ref", device, rounds=rounds, warmup=warmup, threads=1)
     median = cmp.as_dict()["median_s"]
     peak = 2 * GEMM**3 / median["gemm"]
@@ -73,7 +74,9 @@ def test_speed_vs_swin(benchmark, device, mode, batch):
 
 
 def test_saved_activations(benchmark, device):
-    batch = 8  # the batch of the measurement; per-window tables weigh more at 1-2
+    # the batch of the measurement (per-window tables weigh more at 1-2); the smoke
+    # test (timing disabled) counts the same tensors at batch 1
+    batch = 1 if benchmark.disabled else 8
     x = torch.randn(batch, 3, 224, 224, device=device)
     per_image = {}
     for name in MODELS:

@@ -15,7 +15,9 @@ settings.register_profile(
 )
 settings.register_profile("thorough", max_examples=300, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# the suite is sized for 2 cores: one worker gets both, each of pytest-xdist's workers its share
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, torch.get_num_threads()) // _workers))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -22,10 +22,10 @@ def _pytest(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_benchmark_flag_prints_the_ratio_and_scaling_lines():
-    proc = _pytest("-k", "ratio or test_scaling", "benchmarks")
+    proc = _pytest("-k", "ratio or test_scaling", "--interleaved-rounds=2", "benchmarks")
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "vit_lsla_t / timm swin_tiny inference speed on cpu:" in proc.stdout
-    assert "median over 7 interleaved rounds (IQR" in proc.stdout and "1 thread(s)" in proc.stdout
+    assert "median over 2 interleaved rounds (IQR" in proc.stdout and "1 thread(s)" in proc.stdout
     assert "scaling of msa on cpu: time ~ tokens^" in proc.stdout
     assert "benchmark 'model-ratio'" in proc.stdout  # groups are pytest-benchmark groups
 
@@ -58,3 +58,10 @@ def test_global_mode_headline_states_time_ratio_peaks_and_goals():
         "3 interleaved rounds, 1 thread(s)), goal <= 2; peak 187 vs 3665 MB (goal: no more "
         "than Swin's)"
     )
+
+
+def test_interleaved_rounds_must_be_a_whole_number():
+    proc = _pytest("--interleaved-rounds=0", "benchmarks/test_models.py", "--collect-only")
+    assert proc.returncode != 0
+    assert "must be a whole number >= 1 (got '0')" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -152,7 +152,9 @@ def test_model_export_without_warnings(name):
     """``torch.export`` sees no stray tensor attributes, before or after an eager forward."""
     model = _create(name).eval()
     x = torch.randn(1, *_input_size(model, 64 if name in PRESETS else None))
-    for _ in range(2):  # the second export runs with eager geometry caches filled
+    # the second export runs with the eager geometry and table caches filled: once per kernel
+    # family (explicit LSLA core, SDPA), whose caches every preset of the family shares
+    for _ in range(2 if name in ("vit_lsla_t", "swin_t_ref") else 1):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             program = torch.export.export(model, (x,))
