@@ -56,7 +56,8 @@ def test_speed_vs_swin(benchmark, device, interleaved_rounds, mode, batch):
         fns[name], model = _model_step(name, device, batch, mode)
         flops[name] = 2 * count_flops(model, 224) * batch * (3 if mode == "train" else 1)
     fns["gemm"] = _gemm(device)
-    rounds, warmup = interleaved_rounds(7), 0 if benchmark.disabled else 2
+    rounds = interleaved_rounds(7)
+    warmup = 0 if benchmark.disabled else 2
     cmp = interleaved(fns, "swin_t_ref", device, rounds=rounds, warmup=warmup, threads=1)
     median = cmp.as_dict()["median_s"]
     peak = 2 * GEMM**3 / median["gemm"]
