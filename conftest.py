@@ -7,6 +7,7 @@ throughput ratio and the scaling exponent of each variant.
 
 from __future__ import annotations
 
+import argparse
 import math
 from pathlib import Path
 
@@ -23,13 +24,11 @@ def pytest_addoption(parser):
         default=None,
         metavar="N",
         help="rounds of every interleaved speed comparison (default: each benchmark's own, "
-        "7 on CPU); more rounds narrow the spread on a noisy machine",
+        "7 for most); more rounds narrow the spread on a noisy machine",
     )
 
 
 def _whole_number(text: str) -> int:
-    import argparse
-
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1 (got {text!r}), e.g. 15")
     return int(text)
