@@ -205,8 +205,8 @@ class Backbone(TimmModelApi, nn.Module):
 
     @torch.jit.ignore
     def attention_kernels(self) -> list[str]:
-        """The kernels the attention layers have run so far ("sdpa", "flex", "explicit");
-        empty for a variant that does not say."""
+        """The kernels the attention layers have run so far ("fused_cpu", "sdpa", "flex",
+        "explicit"); empty for a variant that does not say."""
         used = [getattr(m, "kernels_used", set()) for _, m in self.attention_modules()]
         return sorted(set().union(*used))
 

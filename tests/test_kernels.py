@@ -21,6 +21,7 @@ def test_flex_forward_equals_the_explicit_path_on_cpu():
     torch.manual_seed(1)
     m = away_from_init(variants.create("lsla", 32, 2, 4, 2).eval())
     x = torch.randn(2, 9, 10, 32)  # padded, shifted windows: mask and masked B_o in play
+    m._cpu_kernel_applies = lambda q, geo: False  # compared with the explicit path
     with torch.inference_mode():
         explicit = m(x)
         m._flex_applies = lambda q: True  # CPU: forced, the automatic choice is CUDA only
@@ -46,12 +47,14 @@ def test_kernels_used_records_what_ran():
     swin(x).sum().backward()
     with torch.inference_mode():
         lsla(x)
-    assert swin.kernels_used == {"sdpa"} and lsla.kernels_used == {"explicit"}
+    assert swin.kernels_used == {"sdpa"} and lsla.kernels_used == {"fused_cpu"}
     with torch.inference_mode(), recording(swin):  # weights are only kept on the explicit path
         swin(x)
     assert swin.kernels_used == {"sdpa", "explicit"}
     explicit = variants.create("swin", 32, 2, 4, 2, fused=False)
     explicit(x)
+    with torch.inference_mode():
+        explicit(x)
     assert explicit.kernels_used == {"explicit"}
 
 
@@ -66,9 +69,11 @@ def test_kernel_explicit_puts_every_arm_on_the_explicit_path():
     from harness.run import build_model
 
     x = torch.randn(2, 3, 32, 32)
-    for kernel, used in (("auto", ["sdpa"]), ("explicit", ["explicit"])):
+    for kernel, used in (("auto", ["fused_cpu", "sdpa"]), ("explicit", ["explicit"])):
         model = build_model(_run_config(f"model.kernel='{kernel}'"), num_classes=10)
-        model(x)
+        model(x)  # training: SDPA, or the explicit path
+        with torch.inference_mode():
+            model(x)  # inference: the fused CPU kernel, or the explicit path
         assert model.attention_kernels() == used
 
 

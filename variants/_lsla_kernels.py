@@ -1,15 +1,18 @@
 """Which kernel an LSLA-family layer runs, and the tables each kernel reads.
 
 ``KernelPaths`` is mixed into ``variants.lsla.LSLAAttention``: flex_attention on CUDA
-(``_lsla_flex``), the explicit core with autograd (``LSLACore``) or without it
-(``attend_no_grad``, ``attend_global_no_grad``), each with its tables: gathered per call under
-autograd, combined once per geometry without it, strided views in global attention.
+(``_lsla_flex``), the fused CPU kernel for inference (``_lsla_cpu``), the explicit core with
+autograd (``LSLACore``) or without it (``attend_no_grad``, ``attend_global_no_grad``), each with
+its tables: gathered per call under autograd, combined once per geometry without it, strided
+views in global attention.
 """
 
 # No ``from __future__ import annotations``: TorchScript needs real annotation objects.
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
+from variants import _lsla_cpu
 from variants._lsla_core import (
     LSLACore,
     Tables,
@@ -65,6 +68,34 @@ class KernelPaths:
         )
 
     @torch.jit.unused
+    def _cpu_kernel_applies(self, q: Tensor, geo: Geometry) -> bool:
+        """The fused CPU kernel (``_lsla_cpu``) takes inference in fp32 on CPU, windows of at
+        most 64 tokens, unless the ``fused`` switch is off (every arm on the explicit path).
+        It runs outside torch's dispatcher, so under a dispatch mode (FLOP counting, fake
+        tensors), a ``torch.jit.trace`` or on a tensor subclass the layer takes a path those can
+        see."""
+        return (
+            self.cfg.fused
+            and type(q) is Tensor
+            and _get_current_dispatch_mode() is None
+            and not torch.jit.is_tracing()
+            and q.device.type == "cpu"
+            and q.dtype == torch.float32
+            and not torch.is_grad_enabled()
+            and geo.index is not None
+            and self._core_applies(q)
+            and _lsla_cpu.supports(q.shape[-2], q.shape[-1])
+            and _lsla_cpu.library() is not None
+        )
+
+    @torch.jit.unused
+    def _cpu_fused(self, q: Tensor, k: Tensor, v: Tensor, geo: Geometry) -> Tensor:
+        tables = self._no_grad_tables(geo, torch.float32, padded=True)
+        n_windows = geo.neg.shape[0] if geo.neg is not None else 1
+        qscale = 1.0 if self.dyn_scale is not None else self.head_dim**-0.5
+        return _lsla_cpu.attend(q, k, v, tables, n_windows, qscale, self.scale_div, self.outer_mul)
+
+    @torch.jit.unused
     def _explicit_core(self, q: Tensor, k: Tensor, v: Tensor, geo: Geometry) -> Tensor:
         if k is v and not torch.is_grad_enabled():  # qxx: keys and values are X's channel
             k = v = k.contiguous()  # slices; one copy serves both (autograd would keep it)
@@ -110,21 +141,23 @@ class KernelPaths:
         return Tables(view(self.dyn_scale), view(self.inner_bias), outer)
 
     @torch.jit.unused
-    def _no_grad_tables(self, geo: Geometry, dtype: torch.dtype) -> Tables:
+    def _no_grad_tables(self, geo: Geometry, dtype: torch.dtype, padded: bool = False) -> Tables:
         """The window tables combined once per geometry and kept while the parameters they come
         from are unchanged (same storage, same version: an optimiser step or a load rebuilds
-        them)."""
+        them); ``padded``: laid out for the fused CPU kernel (``_lsla_cpu.pad_tables``)."""
         tables = [t for t in (self.dyn_scale, self.inner_bias, self.outer_bias) if t is not None]
         params = [t.relative_position_bias_table for t in tables]
         version = tuple((p.data_ptr(), p._version) for p in params)
         neg_at = geo.neg.data_ptr() if geo.neg is not None else 0
         assert geo.index is not None
-        key = ("tables", geo.index.data_ptr(), neg_at, dtype)
+        key = ("padded" if padded else "tables", geo.index.data_ptr(), neg_at, dtype)
         hit = self._cache.get(key)
         if hit is not None and hit[0] == version:
             return hit[1]
         with torch.inference_mode(False), torch.no_grad():
             built = self._combine_tables(geo, dtype)
+            if padded:
+                built = _lsla_cpu.pad_tables(built, self.num_heads, geo.index.shape[0])
         self._cache[key] = (version, built)
         return built
 

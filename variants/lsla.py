@@ -27,8 +27,9 @@ choice made where it is silent are listed here, each one a switch:
   It is kept for timm parity (timm's weights give timm's logits).
 
 Shapes: input and output ``[B, H, W, C]``; inside, windows are ``[B*nW, N=M*M, C]``. Where the
-tokens go is ``_lsla_geometry``; which kernel runs (SDPA where the maths allows, flex_attention on
-CUDA, else the exact explicit core) and the tables each reads is ``_lsla_kernels``.
+tokens go is ``_lsla_geometry``; which kernel runs (the fused CPU kernel for fp32 inference on
+CPU, SDPA where the maths allows, flex_attention on CUDA, else the exact explicit core) and the
+tables each reads is ``_lsla_kernels``.
 """
 
 # No ``from __future__ import annotations``: TorchScript needs real annotation objects.
@@ -155,7 +156,7 @@ class LSLAAttention(WindowGeometry, KernelPaths, AttentionRecorder, nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(cfg.proj_drop)
         self._cache = {}  # geometry tensors by (kind, shape, device); see _cached
-        self.kernels_used: set[str] = set()  # "sdpa", "flex", "explicit": what forward ran
+        self.kernels_used: set[str] = set()  # "fused_cpu", "sdpa", "flex", "explicit": what ran
 
     @property
     def proj_name(self) -> str:
@@ -208,7 +209,10 @@ class LSLAAttention(WindowGeometry, KernelPaths, AttentionRecorder, nn.Module):
     def _attend(self, x: Tensor, geo: Geometry) -> Tensor:
         B_, N, C = x.shape
         q, k, v = self._project(x)
-        if self.fused and not self.recording:
+        if not torch.jit.is_scripting() and self._cpu_kernel_applies(q, geo):
+            self.kernels_used.add("fused_cpu")
+            out = self._cpu_fused(q, k, v, geo)
+        elif self.fused and not self.recording:
             if not torch.jit.is_scripting():
                 self.kernels_used.add("sdpa")
             bias = self._additive_bias(geo, B_)  # fp32 [B_ or 1, h, N, N]

@@ -1,0 +1,181 @@
+"""The fused CPU kernel (``variants/_lsla_cpu.cpp``): equal to the explicit path for every
+switch of the LSLA family and every window shape it takes, what it declines, and what happens
+when it cannot be built (the explicit path, one warning line)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import variants
+from tests.perturb import away_from_init
+from variants import _lsla_cpu
+
+pytestmark = pytest.mark.skipif(
+    _lsla_cpu.library() is None, reason=f"no fused CPU kernel: {_lsla_cpu.why_unavailable()}"
+)
+
+VARIANTS = [
+    "lsla", "lsla_qkv", "lsla_qxv", "lsla_outer_mul", "lsla_outer_zeros", "lsla_scale_div",
+    "lsla_outer_unmasked", "lsa", "lsa_ds", "qxx", "qxv", "wmsa", "swin", "swin_ds",
+    "swin_outer", "swin_window",
+]  # fmt: skip
+# (dim, heads, window, shift, H, W): 49 tokens shifted and padded; 16 and 64 tokens; one head
+# of 48 channels; a map smaller than the window (clamped, unshifted)
+SHAPES = [
+    (64, 2, 7, 3, 14, 14),
+    (96, 3, 7, 3, 9, 10),
+    (64, 4, 4, 2, 8, 8),
+    (128, 2, 8, 4, 16, 16),
+    (48, 1, 7, 3, 7, 7),
+    (64, 2, 7, 3, 5, 6),
+]
+
+
+def _pair(name: str, shape: tuple[int, ...]):
+    dim, heads, window, shift = shape[:4]
+    torch.manual_seed(0)
+    fused = away_from_init(variants.create(name, dim, heads, window, shift).eval())
+    explicit = variants.create(name, dim, heads, window, shift, fused=False).eval()
+    explicit.load_state_dict(fused.state_dict())
+    return fused, explicit, torch.randn(2, shape[4], shape[5], dim)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_fused_kernel_equals_the_explicit_path(name):
+    for shape in SHAPES:
+        fused, explicit, x = _pair(name, shape)
+        with torch.inference_mode():
+            got, want = fused(x), explicit(x)
+        assert fused.kernels_used == {"fused_cpu"} and explicit.kernels_used == {"explicit"}
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=f"{name} {shape}")
+
+
+def test_threads_split_the_windows_without_changing_a_bit():
+    fused, _, x = _pair("lsla", (96, 3, 7, 3, 21, 21))
+    before = torch.get_num_threads()
+    try:
+        with torch.inference_mode():
+            torch.set_num_threads(1)
+            one = fused(x)
+            torch.set_num_threads(3)
+            three = fused(x)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, three)
+
+
+def test_tables_follow_an_update_of_the_parameters():
+    fused, explicit, x = _pair("lsla", SHAPES[1])
+    with torch.inference_mode():
+        fused(x)  # tables built and cached
+    with torch.no_grad():
+        for m in (fused, explicit):
+            m.dyn_scale.relative_position_bias_table.mul_(1.5)  # what an optimiser step does
+            m.outer_bias.relative_position_bias_table.add_(0.01)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), explicit(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("case", "make"),
+    [
+        ("training (autograd)", lambda: (variants.create("lsla", 64, 2, 7, 3), torch.float32)),
+        ("head_dim 8", lambda: (variants.create("lsla", 32, 4, 7, 3).eval(), torch.float32)),
+        ("81 tokens", lambda: (variants.create("lsla", 64, 2, 9, 4).eval(), torch.float32)),
+        ("bf16", lambda: (variants.create("lsla", 64, 2, 7, 3).eval(), torch.bfloat16)),
+    ],
+)
+def test_what_the_kernel_declines_runs_the_explicit_path(case, make):
+    m, dtype = make()
+    m = m.to(dtype)
+    x = torch.randn(1, 14, 14, m.dim, dtype=dtype)
+    if m.training:
+        m(x).sum().backward()
+    else:
+        with torch.inference_mode():
+            m(x)
+    assert m.kernels_used == {"explicit"}, case
+
+
+def test_flop_counting_sees_the_explicit_ops():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = variants.create("lsla", 64, 2, 7, 3).eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        m(torch.randn(1, 14, 14, 64))
+    assert m.kernels_used == {"explicit"}
+    attention = 2 * 2 * (4 * 2 * 49 * 49 * 32)  # QK^T and AV of 4 windows, 2 heads, as FLOPs
+    projections = 2 * 2 * 196 * 64 * 64  # q and proj
+    assert counter.get_total_flops() == attention + projections
+
+
+def test_a_traced_model_records_the_ops_not_the_kernel():
+    """``torch.jit.trace`` cannot see a call outside the dispatcher: tracing takes the explicit
+    path, so the traced graph computes what the module does."""
+    m = away_from_init(variants.create("lsla", 64, 2, 7, 3).eval())
+    x = torch.randn(1, 14, 14, 64)
+    with torch.no_grad():
+        traced = torch.jit.trace(m, x, check_trace=False)  # cached geometry: graphs differ
+        want = m(x)
+        torch.testing.assert_close(traced(torch.zeros_like(x) + x), want, rtol=1e-5, atol=1e-5)
+        other = torch.randn(1, 14, 14, 64)
+        torch.testing.assert_close(traced(other), m(other), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def fresh_loader(tmp_path, monkeypatch):
+    """The kernel loaded anew (into an empty cache), and reloaded as before afterwards."""
+    monkeypatch.setenv("LSLA_KERNEL_CACHE", str(tmp_path / "cache"))
+    _lsla_cpu._load.cache_clear()
+    _lsla_cpu._warn_once.cache_clear()
+    yield tmp_path
+    monkeypatch.undo()
+    _lsla_cpu._load.cache_clear()
+    _lsla_cpu._warn_once.cache_clear()
+
+
+def test_without_a_compiler_layers_run_the_explicit_path_with_one_warning(
+    fresh_loader, monkeypatch
+):
+    monkeypatch.setattr(_lsla_cpu, "_compiler", lambda: None)
+    m = variants.create("lsla", 64, 2, 7, 3).eval()
+    with pytest.warns(RuntimeWarning) as caught, torch.inference_mode():
+        m(torch.randn(1, 14, 14, 64))
+        m(torch.randn(1, 14, 14, 64))
+    assert m.kernels_used == {"explicit"}
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "no C++ compiler found" in message and "CXX" in message and "\n" not in message
+
+
+def test_a_failed_build_says_why_in_one_line(fresh_loader, monkeypatch):
+    broken = fresh_loader / "broken.cpp"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setattr(_lsla_cpu, "SOURCE", broken)
+    reason = _lsla_cpu.why_unavailable()
+    assert reason is not None and "broken.cpp" in reason and "failed" in reason
+    assert "\n" not in reason
+
+
+def test_the_switch_turns_it_off_without_a_warning(fresh_loader, monkeypatch):
+    monkeypatch.setenv(_lsla_cpu.SWITCH, "0")
+    m = variants.create("lsla", 64, 2, 7, 3).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.inference_mode():
+            m(torch.randn(1, 14, 14, 64))
+    assert m.kernels_used == {"explicit"}
+    assert _lsla_cpu.why_unavailable() == f"{_lsla_cpu.SWITCH}=0 turns it off"
+
+
+def test_a_build_is_cached_per_source_and_reused(fresh_loader):
+    assert _lsla_cpu.why_unavailable() is None
+    built = list((fresh_loader / "cache").glob("lsla_cpu_*"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    _lsla_cpu._load.cache_clear()
+    assert _lsla_cpu.why_unavailable() is None
+    assert [p.stat().st_mtime_ns for p in (fresh_loader / "cache").glob("lsla_cpu_*")] == [stamp]
