@@ -1,6 +1,7 @@
-"""The fused CPU kernel (``variants/_lsla_cpu.cpp``): equal to the explicit path for every
-switch of the LSLA family and every window shape it takes, what it declines, and what happens
-when it cannot be built (the explicit path, one warning line)."""
+"""The fused CPU kernel (``variants/_lsla_cpu.cpp``): equal to the explicit path, forward and
+every gradient, for every switch of the LSLA family and every window shape it takes; what it
+keeps for backward, what it declines, and what happens when it cannot be built (the explicit
+path, one warning line)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 import variants
+from harness.measure import saved_bytes
 from tests.perturb import away_from_init
-from variants import _lsla_cpu
+from variants import _cpu_build, _lsla_cpu
 
 pytestmark = pytest.mark.skipif(
     _lsla_cpu.library() is None, reason=f"no fused CPU kernel: {_lsla_cpu.why_unavailable()}"
@@ -37,8 +39,8 @@ SHAPES = [
 def _pair(name: str, shape: tuple[int, ...]):
     dim, heads, window, shift = shape[:4]
     torch.manual_seed(0)
-    fused = away_from_init(variants.create(name, dim, heads, window, shift).eval())
-    explicit = variants.create(name, dim, heads, window, shift, fused=False).eval()
+    fused = away_from_init(variants.create(name, dim, heads, window, shift))
+    explicit = variants.create(name, dim, heads, window, shift, fused=False)
     explicit.load_state_dict(fused.state_dict())
     return fused, explicit, torch.randn(2, shape[4], shape[5], dim)
 
@@ -53,18 +55,48 @@ def test_fused_kernel_equals_the_explicit_path(name):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=f"{name} {shape}")
 
 
+@pytest.mark.parametrize("name", VARIANTS)
+def test_fused_kernel_gradients_equal_the_explicit_path(name):
+    """d/dx and d/d(every parameter: projections, S, B_i, B_o) under a random output grad."""
+    for shape in SHAPES:
+        fused, explicit, x = _pair(name, shape)
+        grad = torch.randn_like(x)
+        inputs = [x.clone().requires_grad_() for _ in range(2)]
+        for m, xi in zip((fused, explicit), inputs, strict=True):
+            (m(xi) * grad).sum().backward()
+        assert fused.kernels_used == {"fused_cpu"} and explicit.kernels_used == {"explicit"}
+        torch.testing.assert_close(inputs[0].grad, inputs[1].grad, rtol=1e-5, atol=1e-5)
+        params = zip(fused.named_parameters(), explicit.parameters(), strict=True)
+        for (pname, got), want in params:
+            msg = lambda text, where=f"{name} {shape} {pname}": f"{where}: {text}"  # noqa: E731
+            atol = 1e-5 * want.grad.abs().max().item()  # sums over every token: round-off
+            torch.testing.assert_close(got.grad, want.grad, rtol=1e-4, atol=atol, msg=msg)
+
+
+def test_backward_keeps_less_than_the_explicit_core():
+    """Q, K, V and the small tables; the N x N maps are recomputed, as the explicit core does."""
+    fused, explicit, x = _pair("lsla", (96, 3, 7, 3, 28, 28))
+    fused_bytes, explicit_bytes = saved_bytes(fused, x), saved_bytes(explicit, x)
+    assert "fused_cpu" in fused.kernels_used
+    assert fused_bytes <= explicit_bytes
+
+
 def test_threads_split_the_windows_without_changing_a_bit():
     fused, _, x = _pair("lsla", (96, 3, 7, 3, 21, 21))
     before = torch.get_num_threads()
+    results = []
     try:
-        with torch.inference_mode():
-            torch.set_num_threads(1)
-            one = fused(x)
-            torch.set_num_threads(3)
-            three = fused(x)
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            fused.zero_grad()
+            xi = x.clone().requires_grad_()
+            out = fused(xi)
+            out.square().sum().backward()
+            results.append((out, xi.grad, fused.q.weight.grad))
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(one, three)
+    for one, three in zip(*results, strict=True):
+        assert torch.equal(one, three)  # each tile computes the same, whichever thread runs it
 
 
 def test_tables_follow_an_update_of_the_parameters():
@@ -82,7 +114,10 @@ def test_tables_follow_an_update_of_the_parameters():
 @pytest.mark.parametrize(
     ("case", "make"),
     [
-        ("training (autograd)", lambda: (variants.create("lsla", 64, 2, 7, 3), torch.float32)),
+        (
+            "attention dropout",
+            lambda: (variants.create("lsla", 64, 2, 7, 3, attn_drop=0.1), torch.float32),
+        ),
         ("head_dim 8", lambda: (variants.create("lsla", 32, 4, 7, 3).eval(), torch.float32)),
         ("81 tokens", lambda: (variants.create("lsla", 64, 2, 9, 4).eval(), torch.float32)),
         ("bf16", lambda: (variants.create("lsla", 64, 2, 7, 3).eval(), torch.bfloat16)),
@@ -140,7 +175,7 @@ def fresh_loader(tmp_path, monkeypatch):
 def test_without_a_compiler_layers_run_the_explicit_path_with_one_warning(
     fresh_loader, monkeypatch
 ):
-    monkeypatch.setattr(_lsla_cpu, "_compiler", lambda: None)
+    monkeypatch.setattr(_cpu_build, "compiler", lambda: None)
     m = variants.create("lsla", 64, 2, 7, 3).eval()
     with pytest.warns(RuntimeWarning) as caught, torch.inference_mode():
         m(torch.randn(1, 14, 14, 64))

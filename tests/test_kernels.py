@@ -47,10 +47,13 @@ def test_kernels_used_records_what_ran():
     swin(x).sum().backward()
     with torch.inference_mode():
         lsla(x)
-    assert swin.kernels_used == {"sdpa"} and lsla.kernels_used == {"fused_cpu"}
+    assert swin.kernels_used == {"fused_cpu"} and lsla.kernels_used == {"fused_cpu"}
     with torch.inference_mode(), recording(swin):  # weights are only kept on the explicit path
         swin(x)
-    assert swin.kernels_used == {"sdpa", "explicit"}
+    assert swin.kernels_used == {"fused_cpu", "explicit"}
+    narrow = variants.create("swin", 32, 4, 4, 2)  # head_dim 8: the CPU kernel declines it
+    narrow(x).sum().backward()
+    assert narrow.kernels_used == {"sdpa"}
     explicit = variants.create("swin", 32, 2, 4, 2, fused=False)
     explicit(x)
     with torch.inference_mode():
@@ -69,11 +72,11 @@ def test_kernel_explicit_puts_every_arm_on_the_explicit_path():
     from harness.run import build_model
 
     x = torch.randn(2, 3, 32, 32)
-    for kernel, used in (("auto", ["fused_cpu", "sdpa"]), ("explicit", ["explicit"])):
+    for kernel, used in (("auto", ["fused_cpu"]), ("explicit", ["explicit"])):
         model = build_model(_run_config(f"model.kernel='{kernel}'"), num_classes=10)
-        model(x)  # training: SDPA, or the explicit path
+        model(x).sum().backward()  # training: the fused CPU kernel, or the explicit path
         with torch.inference_mode():
-            model(x)  # inference: the fused CPU kernel, or the explicit path
+            model(x)
         assert model.attention_kernels() == used
 
 

@@ -1,12 +1,16 @@
-// Fused window attention of the LSLA family on CPU, fp32, forward (no autograd):
+// Fused window attention of the LSLA family on CPU, fp32, forward and backward:
 //
-//     out = (softmax(Q K^T * S + B) + B_o) V        (or / S; or softmax(.) * B_o)
+//     out = A V,   A = softmax(Q K^T * S + B_i + M) + B_o * K_o     (or / S; or P * (1 + B_o K_o))
 //
-// one (window, head) tile at a time, its N x N logits never leaving the cache. Built and loaded
-// by variants/_lsla_cpu.py (plain C ABI through ctypes; no torch headers, so it builds in about
-// a second). GCC/Clang vector extensions keep it portable: 16-float vectors map to AVX-512,
-// pairs of AVX2 registers or NEON quads, whatever -march=native offers.
+// one (window, head) tile at a time, its N x N maps never leaving the cache; the backward
+// recomputes them (nothing N x N is kept between the passes). S, B_i and B_o are per-head tables
+// [heads][N][NP], the shift mask M (0 / -inf) and where B_o applies K_o (1 / 0) per-window
+// masks [windows][N][NP]; NP = N rounded up to 16, padding S with 1 and the rest with 0.
+// Built and loaded by variants/_lsla_cpu.py (plain C ABI through ctypes; no torch headers, so
+// it builds in about a second). GCC/Clang vector extensions keep it portable: 16-float vectors
+// map to AVX-512, pairs of AVX2 registers or NEON quads, whatever -march=native offers.
 #include <cstdint>
+#include <cstring>
 #include <pthread.h>
 #include <vector>
 
@@ -15,7 +19,10 @@ namespace {
 typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4)));  // unaligned loads/stores
 typedef int32_t i16 __attribute__((vector_size(64)));
-constexpr int NPMAX = 64;  // tokens per window, at most (tables are padded to 16 * NV)
+constexpr int NPMAX = 64;  // tokens per window, at most
+
+inline v16 load(const float* p) { return *(const v16u*)p; }
+inline void store(float* p, v16 x) { *(v16u*)p = x; }
 
 // exp of each lane (Cephes' expf, ~1 ulp); lanes below -87.3 (the -inf mask) give exactly 0
 inline v16 vexp(v16 x) {
@@ -44,146 +51,280 @@ inline float hsum(v16 v) {
     return s;
 }
 
-struct Tile {  // one (window, head): rows of Q, K, V and O at their strides, its table rows
-    const float *q, *k, *v;
-    float* o;
-    long qn, kn, vn, on;           // row strides
-    const float *s, *bias, *outer;  // [N][16 * NV] each; s and outer may be null
+struct Mat {  // rows of one tile of q, k, v, out, dout, dq, dk or dv: base and row stride
+    const float* p;
+    long rs;
+    const float* row(int i) const { return p + i * rs; }
+};
+
+struct Tables {  // one tile's rows of each table, null where absent
+    const float *s, *inner, *neg, *outer, *keep;
+};
+
+struct Grads {  // this thread's accumulators for one head, null where not wanted
+    float *s, *inner, *outer;
 };
 
 struct Flags {
     int n;
-    float qscale;  // fixed scale, multiplied into Q as timm does (1 when s is given)
+    float qscale;  // fixed scale, multiplied into Q as timm does (1 when S is given)
     bool scale_div, outer_mul;
 };
 
-// one row of logits: scale, bias (padding lanes carry -inf), softmax, outer term -> a
+// lane j of vector c is a key (j < n): padding lanes get no weight
+inline v16 valid_or(v16 x, int c, int n, float fill) {
+    if (16 * c + 16 <= n) return x;
+    v16 lane;
+    for (int l = 0; l < 16; ++l) lane[l] = (float)(16 * c + l);
+    return lane < (float)n ? x : (v16){} + fill;
+}
+
+inline v16 outer_term(const Tables& t, int at) {  // B_o * K_o (null: not given)
+    v16 o = load(t.outer + at);
+    return t.keep ? o * load(t.keep + at) : o;
+}
+
+// logits of one row (QK^T in l) into P (softmax) and A (with B_o); l keeps the raw QK^T
 template <int NV>
-inline void finish_row(v16* l, const Tile& t, const Flags& f, int i, float* a) {
+inline void finish_row(const v16* qk, const Tables& t, const Flags& f, int i, float* p, float* a) {
     constexpr int NP = 16 * NV;
+    v16 l[NV];
     v16 m = (v16){} - __builtin_inff();
     for (int c = 0; c < NV; ++c) {
-        if (t.s) {
-            v16 s = *(const v16u*)(t.s + i * NP + 16 * c);
-            l[c] = f.scale_div ? l[c] / s : l[c] * s;
-        }
-        l[c] += *(const v16u*)(t.bias + i * NP + 16 * c);
+        const int at = i * NP + 16 * c;
+        v16 x = qk[c];
+        if (t.s) x = f.scale_div ? x / load(t.s + at) : x * load(t.s + at);
+        if (t.inner) x += load(t.inner + at);
+        if (t.neg) x += load(t.neg + at);
+        l[c] = valid_or(x, c, f.n, -__builtin_inff());
         m = l[c] > m ? l[c] : m;
     }
-    float mx = hmax(m);
+    const float mx = hmax(m);
     v16 sum = (v16){};
     for (int c = 0; c < NV; ++c) {
         l[c] = vexp(l[c] - mx);
         sum += l[c];
     }
-    float inv = 1.0f / hsum(sum);
+    const float inv = 1.0f / hsum(sum);
     for (int c = 0; c < NV; ++c) {
-        v16 p = l[c] * inv;
+        const int at = i * NP + 16 * c;
+        v16 pc = l[c] * inv;
+        if (p) store(p + at, pc);
         if (t.outer) {
-            v16 b = *(const v16u*)(t.outer + i * NP + 16 * c);
-            p = f.outer_mul ? p * b : p + b;
+            v16 o = outer_term(t, at);
+            pc = f.outer_mul ? pc * (1.0f + o) : pc + o;
         }
-        *(v16u*)(a + i * NP + 16 * c) = p;
+        store(a + at, valid_or(pc, c, f.n, 0.0f));
     }
 }
 
-// rows i0 .. i0+R of Q K^T against the transposed keys kt [D][NV], then finished into a
+// rows i0 .. i0+R of X Y^T, Y given transposed (yt [D][NV], zero beyond n), scaled by `scale`
 template <int NV, int D, int R>
-inline void logit_rows(const Tile& t, const Flags& f, const v16 (*kt)[NV], int i0, float* a) {
-    v16 acc[R][NV];
+inline void dot_rows(Mat x, float scale, const v16 (*yt)[NV], int i0, v16 (*acc)[NV]) {
     for (int r = 0; r < R; ++r)
         for (int c = 0; c < NV; ++c) acc[r][c] = (v16){};
     for (int d = 0; d < D; ++d)
         for (int r = 0; r < R; ++r) {
-            float qv = t.q[(i0 + r) * t.qn + d] * f.qscale;
-            for (int c = 0; c < NV; ++c) acc[r][c] += qv * kt[d][c];
+            const float xv = x.row(i0 + r)[d] * scale;
+            for (int c = 0; c < NV; ++c) acc[r][c] += xv * yt[d][c];
         }
-    for (int r = 0; r < R; ++r) finish_row<NV>(acc[r], t, f, i0 + r, a);
 }
 
-// rows i0 .. i0+R of A V into O
-template <int NV, int DV, int R>
-inline void value_rows(const Tile& t, int n, const float* a, int i0) {
+// rows i0 .. i0+R of W Y (or W^T Y): out_i = scale * sum_j w[i][j] y_j over the n rows of y
+template <int NV, int DV, int R, bool TRANSPOSED>
+inline void weigh_rows(const float* w, Mat y, int n, float scale, float* out, long os, int i0) {
     constexpr int NP = 16 * NV;
     v16 acc[R][DV];
     for (int r = 0; r < R; ++r)
         for (int c = 0; c < DV; ++c) acc[r][c] = (v16){};
     for (int j = 0; j < n; ++j) {
-        v16 vj[DV];
-        for (int c = 0; c < DV; ++c) vj[c] = *(const v16u*)(t.v + j * t.vn + 16 * c);
+        v16 yj[DV];
+        for (int c = 0; c < DV; ++c) yj[c] = load(y.row(j) + 16 * c);
         for (int r = 0; r < R; ++r) {
-            float w = a[(i0 + r) * NP + j];
-            for (int c = 0; c < DV; ++c) acc[r][c] += w * vj[c];
+            const float wv = TRANSPOSED ? w[j * NP + i0 + r] : w[(i0 + r) * NP + j];
+            for (int c = 0; c < DV; ++c) acc[r][c] += wv * yj[c];
         }
     }
     for (int r = 0; r < R; ++r)
-        for (int c = 0; c < DV; ++c) *(v16u*)(t.o + (i0 + r) * t.on + 16 * c) = acc[r][c];
+        for (int c = 0; c < DV; ++c) store(out + (i0 + r) * os + 16 * c, acc[r][c] * scale);
+}
+
+template <int NV, int DV, bool TRANSPOSED>
+void weigh(const float* w, Mat y, int n, float scale, float* out, long os) {
+    int i = 0;
+    for (; i + 6 <= n; i += 6) weigh_rows<NV, DV, 6, TRANSPOSED>(w, y, n, scale, out, os, i);
+    for (; i < n; ++i) weigh_rows<NV, DV, 1, TRANSPOSED>(w, y, n, scale, out, os, i);
+}
+
+template <int NV, int D>
+void transpose(Mat y, int n, v16 (*yt)[NV]) {  // yt [D][NV] = Y^T, zero beyond the n rows
+    for (int d = 0; d < D; ++d)
+        for (int c = 0; c < NV; ++c) yt[d][c] = (v16){};
+    for (int j = 0; j < n; ++j)
+        for (int d = 0; d < D; ++d) yt[d][j / 16][j % 16] = y.row(j)[d];
+}
+
+// P (may be null) and A of one tile, its raw QK^T in qk (may be null)
+template <int NV, int DV>
+void attention_maps(Mat q, Mat k, const Tables& t, const Flags& f, float* qk, float* p,
+                    float* a) {
+    constexpr int NP = 16 * NV, D = 16 * DV;
+    const int n = f.n;
+    v16 kt[D][NV];
+    transpose<NV, D>(k, n, kt);
+    v16 acc[4][NV];
+    int i = 0;
+    for (; i < n; i += 4) {
+        const int rows = n - i < 4 ? n - i : 4;
+        if (rows == 4)
+            dot_rows<NV, D, 4>(q, f.qscale, kt, i, acc);
+        else
+            for (int r = 0; r < rows; ++r) dot_rows<NV, D, 1>(q, f.qscale, kt, i + r, acc + r);
+        for (int r = 0; r < rows; ++r) {
+            if (qk)
+                for (int c = 0; c < NV; ++c) store(qk + (i + r) * NP + 16 * c, acc[r][c]);
+            finish_row<NV>(acc[r], t, f, i + r, p, a);
+        }
+    }
+}
+
+struct Tile {
+    Mat q, k, v, o, dout, dq, dk, dv;
+    Tables t;
+    Grads g;
+};
+
+template <int NV, int DV>
+void forward_tile(const Tile& x, const Flags& f) {
+    constexpr int NP = 16 * NV;
+    alignas(64) float a[NPMAX * NP];
+    attention_maps<NV, DV>(x.q, x.k, x.t, f, nullptr, nullptr, a);
+    weigh<NV, DV, false>(a, x.v, f.n, 1.0f, const_cast<float*>(x.o.p), x.o.rs);
+}
+
+// dA -> dL for one row: the outer term's and the tables' gradients on the way
+template <int NV>
+inline void logits_grad_row(const v16* da, const Tile& x, const Flags& f, int i, const float* qk,
+                            const float* p, float* dl) {
+    constexpr int NP = 16 * NV;
+    const Tables& t = x.t;
+    v16 dp[NV];
+    v16 dot = (v16){};
+    for (int c = 0; c < NV; ++c) {
+        const int at = i * NP + 16 * c;
+        v16 pc = load(p + at);
+        dp[c] = da[c];
+        if (t.outer) {
+            v16 keep = t.keep ? load(t.keep + at) : (v16){} + 1.0f;
+            if (x.g.outer) store(x.g.outer + at, load(x.g.outer + at) +
+                                                     (f.outer_mul ? da[c] * pc : da[c]) * keep);
+            if (f.outer_mul) dp[c] = da[c] * (1.0f + outer_term(t, at));
+        }
+        dot += dp[c] * pc;
+    }
+    const float rowdot = hsum(dot);
+    for (int c = 0; c < NV; ++c) {
+        const int at = i * NP + 16 * c;
+        v16 g = load(p + at) * (dp[c] - rowdot);
+        if (x.g.inner) store(x.g.inner + at, load(x.g.inner + at) + g);
+        if (t.s) {
+            v16 s = load(t.s + at), raw = load(qk + at);
+            if (f.scale_div) {
+                if (x.g.s) store(x.g.s + at, load(x.g.s + at) - g * raw / (s * s));
+                g = g / s;
+            } else {
+                if (x.g.s) store(x.g.s + at, load(x.g.s + at) + g * raw);
+                g = g * s;
+            }
+        }
+        store(dl + at, valid_or(g, c, f.n, 0.0f));
+    }
 }
 
 template <int NV, int DV>
-void attend_tile(const Tile& t, const Flags& f) {
+void backward_tile(const Tile& x, const Flags& f) {
     constexpr int NP = 16 * NV, D = 16 * DV;
     const int n = f.n;
-    v16 kt[D][NV];  // K^T, zero beyond the n keys
-    for (int d = 0; d < D; ++d)
-        for (int c = 0; c < NV; ++c) kt[d][c] = (v16){};
-    for (int j = 0; j < n; ++j)
-        for (int d = 0; d < D; ++d) kt[d][j / 16][j % 16] = t.k[j * t.kn + d];
-    alignas(64) float a[NPMAX * NP];
-    int i = 0;
-    for (; i + 4 <= n; i += 4) logit_rows<NV, D, 4>(t, f, kt, i, a);
-    for (; i < n; ++i) logit_rows<NV, D, 1>(t, f, kt, i, a);
-    for (i = 0; i + 6 <= n; i += 6) value_rows<NV, DV, 6>(t, n, a, i);
-    for (; i < n; ++i) value_rows<NV, DV, 1>(t, n, a, i);
+    alignas(64) float qk[NPMAX * NP], p[NPMAX * NP], a[NPMAX * NP];
+    attention_maps<NV, DV>(x.q, x.k, x.t, f, qk, p, a);
+    weigh<NV, DV, true>(a, x.dout, n, 1.0f, const_cast<float*>(x.dv.p), x.dv.rs);  // dV = A^T dO
+    v16 vt[D][NV];
+    transpose<NV, D>(x.v, n, vt);
+    float* dl = a;  // A is spent: its buffer takes dL
+    v16 acc[4][NV];
+    for (int i = 0; i < n; i += 4) {
+        const int rows = n - i < 4 ? n - i : 4;
+        if (rows == 4)
+            dot_rows<NV, D, 4>(x.dout, 1.0f, vt, i, acc);  // dA = dO V^T
+        else
+            for (int r = 0; r < rows; ++r) dot_rows<NV, D, 1>(x.dout, 1.0f, vt, i + r, acc + r);
+        for (int r = 0; r < rows; ++r) logits_grad_row<NV>(acc[r], x, f, i + r, qk, p, dl);
+    }
+    weigh<NV, DV, false>(dl, x.k, n, f.qscale, const_cast<float*>(x.dq.p), x.dq.rs);  // dQ
+    weigh<NV, DV, true>(dl, x.q, n, f.qscale, const_cast<float*>(x.dk.p), x.dk.rs);   // dK
 }
 
 typedef void (*TileFn)(const Tile&, const Flags&);
 
 template <int NV>
-TileFn pick_d(int dv) {
+TileFn pick_d(int dv, bool backward) {
     switch (dv) {
-        case 1: return attend_tile<NV, 1>;
-        case 2: return attend_tile<NV, 2>;
-        case 3: return attend_tile<NV, 3>;
-        case 4: return attend_tile<NV, 4>;
+        case 1: return backward ? backward_tile<NV, 1> : forward_tile<NV, 1>;
+        case 2: return backward ? backward_tile<NV, 2> : forward_tile<NV, 2>;
+        case 3: return backward ? backward_tile<NV, 3> : forward_tile<NV, 3>;
+        case 4: return backward ? backward_tile<NV, 4> : forward_tile<NV, 4>;
     }
     return nullptr;
 }
 
-TileFn pick(int nv, int dv) {
-    switch (nv) {
-        case 1: return pick_d<1>(dv);
-        case 2: return pick_d<2>(dv);
-        case 3: return pick_d<3>(dv);
-        case 4: return pick_d<4>(dv);
+TileFn pick(int n, int head_dim, bool backward) {
+    if (n < 1 || n > NPMAX || head_dim % 16 != 0) return nullptr;
+    switch ((n + 15) / 16) {
+        case 1: return pick_d<1>(head_dim / 16, backward);
+        case 2: return pick_d<2>(head_dim / 16, backward);
+        case 3: return pick_d<3>(head_dim / 16, backward);
+        case 4: return pick_d<4>(head_dim / 16, backward);
     }
     return nullptr;
 }
 
-struct Job {  // tiles [t0, t1) of windows x heads, for one thread
-    const float *q, *k, *v, *s, *bias, *outer;
-    float* o;
-    const long* strides;  // q, k, v, o: (window, head, row) each
-    long windows, t0, t1;
-    int heads, head_dim, n_windows, s_windows, bias_windows, outer_windows;
+// what every thread shares: 8 tensors [windows, heads, n, d] at (window, head, row) strides
+// (q, k, v, out, dout, dq, dk, dv; the unused ones null), the tables, the accumulators
+struct Call {
+    const float* m[8];
+    const long* strides;  // 24 longs
+    const float *s, *inner, *neg, *outer, *keep;
+    float *gs, *ginner, *gouter;  // [threads][heads][n][np] each, zeroed by the caller
+    long windows;
+    int heads, n_windows;
     Flags flags;
     TileFn fn;
 };
 
+struct Job {
+    const Call* call;
+    long t0, t1;  // tiles (window * heads + head) of this thread
+    int thread;
+};
+
 void run(const Job& j) {
-    const int np = 16 * ((j.flags.n + 15) / 16);
-    const long table = (long)j.flags.n * np;
-    const long* st = j.strides;
+    const Call& c = *j.call;
+    const int n = c.flags.n, np = 16 * ((n + 15) / 16);
+    const long table = (long)n * np, own = (long)j.thread * c.heads * table;
     for (long t = j.t0; t < j.t1; ++t) {
-        const long b = t / j.heads, h = t % j.heads, w = b % j.n_windows;
-        auto at = [&](int windows) { return ((windows > 1 ? w : 0) * j.heads + h) * table; };
-        Tile tile{j.q + b * st[0] + h * st[1],  j.k + b * st[3] + h * st[4],
-                  j.v + b * st[6] + h * st[7],  j.o + b * st[9] + h * st[10],
-                  st[2], st[5], st[8], st[11],
-                  j.s ? j.s + at(j.s_windows) : nullptr,
-                  j.bias + at(j.bias_windows),
-                  j.outer ? j.outer + at(j.outer_windows) : nullptr};
-        j.fn(tile, j.flags);
+        const long b = t / c.heads, h = t % c.heads, w = b % c.n_windows;
+        Tile x;
+        Mat* mats[8] = {&x.q, &x.k, &x.v, &x.o, &x.dout, &x.dq, &x.dk, &x.dv};
+        for (int i = 0; i < 8; ++i) {
+            const long* st = c.strides + 3 * i;
+            *mats[i] = {c.m[i] ? c.m[i] + b * st[0] + h * st[1] : nullptr, st[2]};
+        }
+        auto head = [&](const float* p) { return p ? p + h * table : nullptr; };
+        auto window = [&](const float* p) { return p ? p + w * table : nullptr; };
+        auto grad = [&](float* p) { return p ? p + own + h * table : nullptr; };
+        x.t = {head(c.s), head(c.inner), window(c.neg), head(c.outer), window(c.keep)};
+        x.g = {grad(c.gs), grad(c.ginner), grad(c.gouter)};
+        c.fn(x, c.flags);
     }
 }
 
@@ -192,35 +333,15 @@ void* run_thread(void* job) {
     return nullptr;
 }
 
-}  // namespace
-
-extern "C" {
-
-// q, k, v, o: [windows, heads, n, head_dim] at the given strides (12 longs: q's window, head
-// and row stride, then k's, v's and o's), unit stride along head_dim. Tables [tw, heads, n, np]
-// (np = n rounded up to 16; tw 1: shared by every window, else one per window position, window
-// b using b % n_windows): s (null: fixed scale qscale), bias (padding columns -inf), outer
-// (null: none). Returns 0, or -1 for a shape it has no kernel for.
-int lsla_window_attention(const float* q, const float* k, const float* v, float* o,
-                          const long* strides, long windows, int heads, int n, int head_dim,
-                          int n_windows, const float* s, int s_windows, const float* bias,
-                          int bias_windows, const float* outer, int outer_windows, float qscale,
-                          int scale_div, int outer_mul, int threads) {
-    TileFn fn = (n >= 1 && n <= NPMAX && head_dim % 16 == 0) ? pick((n + 15) / 16, head_dim / 16)
-                                                             : nullptr;
-    if (!fn || !bias || n_windows < 1) return -1;
-    Flags flags{n, qscale, scale_div != 0, outer_mul != 0};
-    Job base{q, k, v, s, bias, outer, o, strides, windows, 0, 0, heads, head_dim, n_windows,
-             s_windows, bias_windows, outer_windows, flags, fn};
-    const long tiles = windows * heads;
+int launch(const Call& call, int threads) {
+    const long tiles = call.windows * call.heads;
     long parts = threads < 1 ? 1 : threads;
     if (parts > tiles) parts = tiles;
-    std::vector<Job> jobs(parts, base);
+    std::vector<Job> jobs(parts);
     std::vector<pthread_t> ids(parts);
-    std::vector<bool> started(parts, false);
+    std::vector<char> started(parts, 0);
     for (long p = 0; p < parts; ++p) {
-        jobs[p].t0 = tiles * p / parts;
-        jobs[p].t1 = tiles * (p + 1) / parts;
+        jobs[p] = {&call, tiles * p / parts, tiles * (p + 1) / parts, (int)p};
         if (p > 0) started[p] = pthread_create(&ids[p], nullptr, run_thread, &jobs[p]) == 0;
     }
     run(jobs[0]);
@@ -228,9 +349,49 @@ int lsla_window_attention(const float* q, const float* k, const float* v, float*
         if (started[p])
             pthread_join(ids[p], nullptr);
         else
-            run(jobs[p]);  // no thread to be had: do its share here
+            run(jobs[p]);  // no thread to be had: its share runs here (same accumulator slot)
     }
     return 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+// Forward: out = A V. q, k, v, out: [windows, heads, n, head_dim] at the given strides (q's,
+// k's, v's, out's (window, head, row) strides; unit stride along head_dim); window b uses
+// mask row b % n_windows. Tables as described at the top (null: absent; neg and keep may be
+// null for unshifted windows). Returns 0, or -1 for a shape it has no kernel for.
+int lsla_window_forward(const float* q, const float* k, const float* v, float* out,
+                        const long* strides, long windows, int heads, int n, int head_dim,
+                        int n_windows, const float* s, const float* inner, const float* neg,
+                        const float* outer, const float* keep, float qscale, int scale_div,
+                        int outer_mul, int threads) {
+    TileFn fn = pick(n, head_dim, false);
+    if (!fn || n_windows < 1) return -1;
+    long st[24] = {0};
+    std::memcpy(st, strides, 12 * sizeof(long));
+    Call call{{q, k, v, out, nullptr, nullptr, nullptr, nullptr}, st, s, inner, neg, outer, keep,
+              nullptr, nullptr, nullptr, windows, heads, n_windows,
+              {n, qscale, scale_div != 0, outer_mul != 0}, fn};
+    return launch(call, threads);
+}
+
+// Backward: dq, dk, dv from dout (24 strides: q, k, v, unused, dout, dq, dk, dv), and the
+// tables' gradients summed into gs, ginner, gouter ([threads][heads][n][np] each, zeroed; null:
+// not wanted; gouter is the gradient of B_o, K_o applied).
+int lsla_window_backward(const float* q, const float* k, const float* v, const float* dout,
+                         float* dq, float* dk, float* dv, const long* strides, long windows,
+                         int heads, int n, int head_dim, int n_windows, const float* s,
+                         const float* inner, const float* neg, const float* outer,
+                         const float* keep, float qscale, int scale_div, int outer_mul,
+                         float* gs, float* ginner, float* gouter, int threads) {
+    TileFn fn = pick(n, head_dim, true);
+    if (!fn || n_windows < 1) return -1;
+    Call call{{q, k, v, nullptr, dout, dq, dk, dv}, strides, s, inner, neg, outer, keep,
+              gs, ginner, gouter, windows, heads, n_windows,
+              {n, qscale, scale_div != 0, outer_mul != 0}, fn};
+    return launch(call, threads);
 }
 
 }  // extern "C"

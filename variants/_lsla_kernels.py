@@ -1,7 +1,7 @@
 """Which kernel an LSLA-family layer runs, and the tables each kernel reads.
 
 ``KernelPaths`` is mixed into ``variants.lsla.LSLAAttention``: flex_attention on CUDA
-(``_lsla_flex``), the fused CPU kernel for inference (``_lsla_cpu``), the explicit core with
+(``_lsla_flex``), the fused CPU kernel (``_lsla_cpu``), the explicit core with
 autograd (``LSLACore``) or without it (``attend_no_grad``, ``attend_global_no_grad``), each with
 its tables: gathered per call under autograd, combined once per geometry without it, strided
 views in global attention.
@@ -21,7 +21,7 @@ from variants._lsla_core import (
     outer_term,
 )
 from variants._lsla_flex import attend_flex
-from variants._lsla_geometry import Geometry
+from variants._lsla_geometry import Geometry, padded_rows
 from variants._window import RelPosTable, offset_table, reversed_query_view
 
 
@@ -69,11 +69,11 @@ class KernelPaths:
 
     @torch.jit.unused
     def _cpu_kernel_applies(self, q: Tensor, geo: Geometry) -> bool:
-        """The fused CPU kernel (``_lsla_cpu``) takes inference in fp32 on CPU, windows of at
-        most 64 tokens, unless the ``fused`` switch is off (every arm on the explicit path).
-        It runs outside torch's dispatcher, so under a dispatch mode (FLOP counting, fake
-        tensors), a ``torch.jit.trace`` or on a tensor subclass the layer takes a path those can
-        see."""
+        """The fused CPU kernel (``_lsla_cpu``) takes fp32 on CPU, with or without autograd,
+        windows of at most 64 tokens, unless the ``fused`` switch is off (every arm on the
+        explicit path). It runs outside torch's dispatcher, so under a dispatch mode (FLOP
+        counting, fake tensors), a ``torch.jit.trace`` or on a tensor subclass the layer takes a
+        path those can see."""
         return (
             self.cfg.fused
             and type(q) is Tensor
@@ -81,7 +81,6 @@ class KernelPaths:
             and not torch.jit.is_tracing()
             and q.device.type == "cpu"
             and q.dtype == torch.float32
-            and not torch.is_grad_enabled()
             and geo.index is not None
             and self._core_applies(q)
             and _lsla_cpu.supports(q.shape[-2], q.shape[-1])
@@ -90,10 +89,24 @@ class KernelPaths:
 
     @torch.jit.unused
     def _cpu_fused(self, q: Tensor, k: Tensor, v: Tensor, geo: Geometry) -> Tensor:
-        tables = self._no_grad_tables(geo, torch.float32, padded=True)
-        n_windows = geo.neg.shape[0] if geo.neg is not None else 1
-        qscale = 1.0 if self.dyn_scale is not None else self.head_dim**-0.5
-        return _lsla_cpu.attend(q, k, v, tables, n_windows, qscale, self.scale_div, self.outer_mul)
+        at = (geo.index, geo.grid)
+        tables = (self.dyn_scale, self.inner_bias, self.outer_bias)
+        s, inner, bo = (None if t is None else t(*at) for t in tables)
+        neg, keep = self._kernel_masks(geo)
+        n_windows = neg.shape[0] if neg is not None else 1
+        qscale = 1.0 if s is not None else self.head_dim**-0.5
+        flags = _lsla_cpu.Flags(n_windows, qscale, self.scale_div, self.outer_mul)
+        return _lsla_cpu.attend(q, k, v, s, inner, bo, neg, keep, flags)
+
+    @torch.jit.unused
+    def _kernel_masks(self, geo: Geometry) -> tuple[Tensor | None, Tensor | None]:
+        """The shift mask (0 / -inf) and where B_o applies (1 / 0) in the kernel's layout
+        ``[nW, N, NP]`` (the storage the geometry keeps them in); None without a shift (keep:
+        also where B_o is absent or not masked)."""
+        if geo.neg is None or geo.keep is None:
+            return None, None
+        keep = self.outer_bias is not None and self.mask_outer
+        return padded_rows(geo.neg), (padded_rows(geo.keep.squeeze(1)) if keep else None)
 
     @torch.jit.unused
     def _explicit_core(self, q: Tensor, k: Tensor, v: Tensor, geo: Geometry) -> Tensor:
@@ -141,23 +154,21 @@ class KernelPaths:
         return Tables(view(self.dyn_scale), view(self.inner_bias), outer)
 
     @torch.jit.unused
-    def _no_grad_tables(self, geo: Geometry, dtype: torch.dtype, padded: bool = False) -> Tables:
+    def _no_grad_tables(self, geo: Geometry, dtype: torch.dtype) -> Tables:
         """The window tables combined once per geometry and kept while the parameters they come
         from are unchanged (same storage, same version: an optimiser step or a load rebuilds
-        them); ``padded``: laid out for the fused CPU kernel (``_lsla_cpu.pad_tables``)."""
+        them)."""
         tables = [t for t in (self.dyn_scale, self.inner_bias, self.outer_bias) if t is not None]
         params = [t.relative_position_bias_table for t in tables]
         version = tuple((p.data_ptr(), p._version) for p in params)
         neg_at = geo.neg.data_ptr() if geo.neg is not None else 0
         assert geo.index is not None
-        key = ("padded" if padded else "tables", geo.index.data_ptr(), neg_at, dtype)
+        key = ("tables", geo.index.data_ptr(), neg_at, dtype)
         hit = self._cache.get(key)
         if hit is not None and hit[0] == version:
             return hit[1]
         with torch.inference_mode(False), torch.no_grad():
             built = self._combine_tables(geo, dtype)
-            if padded:
-                built = _lsla_cpu.pad_tables(built, self.num_heads, geo.index.shape[0])
         self._cache[key] = (version, built)
         return built
 
