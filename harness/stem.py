@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
-from harness.bn_gelu import bn_gelu_train
+from harness.light_stem import conv_bn_gelu_conv_train
 
 
 # the forward picks its path at run time (folded for inference, light for training), which an
@@ -32,25 +32,27 @@ class ConvStem(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # [B, C, H, W] -> [B, H/4, W/4, dim]
         if not torch.jit.is_scripting() and self._inference():
             return self._folded_forward(x)
-        x = self.conv1(x)
-        if not torch.jit.is_scripting() and self._light_backward():
-            x = self._bn_gelu(x)  # keeps one map for backward instead of two
+        if not torch.jit.is_scripting() and self._light_backward(x):
+            x = self._light_front(x)  # keeps its input for backward, not three maps
         else:
-            x = self.act(self.bn1(x))
-        return self.norm(self.conv2(x).permute(0, 2, 3, 1))
+            x = self.conv2(self.act(self.bn1(self.conv1(x))))
+        return self.norm(x.permute(0, 2, 3, 1))
 
     @torch.jit.unused
-    def _light_backward(self) -> bool:
+    def _light_backward(self, x: Tensor) -> bool:
+        """Training in one dtype: under autocast the ops pick their own dtypes, which a
+        recompute in backward (where autocast is off) would not reproduce."""
         return (
             self.training
             and torch.is_grad_enabled()
+            and not torch.is_autocast_enabled(x.device.type)
             and not torch.compiler.is_compiling()
             and not torch.compiler.is_exporting()
         )
 
     @torch.jit.unused
-    def _bn_gelu(self, x: Tensor) -> Tensor:
-        return bn_gelu_train(x, self.bn1)
+    def _light_front(self, x: Tensor) -> Tensor:
+        return conv_bn_gelu_conv_train(x, self.conv1, self.bn1, self.conv2)
 
     @torch.jit.unused
     def _inference(self) -> bool:

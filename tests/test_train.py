@@ -44,6 +44,14 @@ def tiny(out: Path, *overrides: str, grid: str = ""):
     return load_experiment(text=TINY + grid, overrides=[f"out_dir='{out}'", *overrides])
 
 
+def test_a_bf16_run_trains_the_conv_stem_model(tmp_path):
+    """What every CUDA run does (amp auto: bf16), here on CPU: the conv stem and the attention
+    leave their one-dtype fast paths for autocast's op-by-op ones."""
+    record = execute(tiny(tmp_path, "train.amp='bf16'", "train.epochs=1")[0])
+    assert record["status"] == "finished" and record["throughput"]["train"]["precision"] == "bf16"
+    assert record["attention_kernels"] == ["explicit"]
+
+
 def test_run_writes_a_complete_record(tmp_path):
     cfg = tiny(tmp_path, "model.variant='lsla'")[0]
     record = execute(cfg)

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.profiler import record_function
 
 from variants._cpu_build import BuildError, build_and_load
 
@@ -128,12 +129,13 @@ class FusedWindowAttention(torch.autograd.Function):
         windows, heads, n, d = q.shape
         out = q.new_empty(windows, n, heads, d)
         tables = (pad_rows(s, 1.0), pad_rows(inner), neg, pad_rows(bo), keep)
-        status = _lib().lsla_window_forward(
-            _ptr(q), _ptr(k), _ptr(v), _ptr(out),
-            (ctypes.c_long * 12)(*_strides(q, k, v, out.transpose(1, 2))),
-            windows, heads, n, d, flags.n_windows, *map(_ptr, tables),
-            flags.qscale, int(flags.scale_div), int(flags.outer_mul), torch.get_num_threads(),
-        )  # fmt: skip
+        with record_function("lsla_cpu::window_forward"):  # named in torch.profiler's tables
+            status = _lib().lsla_window_forward(
+                _ptr(q), _ptr(k), _ptr(v), _ptr(out),
+                (ctypes.c_long * 12)(*_strides(q, k, v, out.transpose(1, 2))),
+                windows, heads, n, d, flags.n_windows, *map(_ptr, tables),
+                flags.qscale, int(flags.scale_div), int(flags.outer_mul), torch.get_num_threads(),
+            )  # fmt: skip
         _check(status, q)
         ctx.save_for_backward(q, k, v, s, inner, bo, neg, keep)
         ctx.flags = flags
@@ -153,12 +155,14 @@ class FusedWindowAttention(torch.autograd.Function):
             for t, want in zip((s, inner, bo), wants, strict=True)
         ]
         tables = (pad_rows(s, 1.0), pad_rows(inner), neg, pad_rows(bo), keep)
-        status = _lib().lsla_window_backward(
-            _ptr(q), _ptr(k), _ptr(v), _ptr(dout), _ptr(dq), _ptr(dk), _ptr(dv),
-            (ctypes.c_long * 24)(*_strides(q, k, v, None, dout, dq, dk, dv)),
-            windows, heads, n, d, flags.n_windows, *map(_ptr, tables),
-            flags.qscale, int(flags.scale_div), int(flags.outer_mul), *map(_ptr, grads), threads,
-        )  # fmt: skip
+        with record_function("lsla_cpu::window_backward"):
+            status = _lib().lsla_window_backward(
+                _ptr(q), _ptr(k), _ptr(v), _ptr(dout), _ptr(dq), _ptr(dk), _ptr(dv),
+                (ctypes.c_long * 24)(*_strides(q, k, v, None, dout, dq, dk, dv)),
+                windows, heads, n, d, flags.n_windows, *map(_ptr, tables),
+                flags.qscale, int(flags.scale_div), int(flags.outer_mul), *map(_ptr, grads),
+                threads,
+            )  # fmt: skip
         _check(status, q)
         ds, dinner, dbo = (None if g is None else g.sum(0)[..., :n] for g in grads)
         return dq, dk, dv, ds, dinner, dbo, None, None, None
