@@ -15,7 +15,6 @@ import torch
 from timm.layers import (
     ClassifierHead,
     DropPath,
-    Mlp,
     PatchEmbed,
     register_notrace_module,
     trunc_normal_,
@@ -24,9 +23,11 @@ from timm.models import checkpoint_seq
 from torch import Tensor, nn
 
 import variants
+from harness.mlp import Mlp
 from harness.stem import ConvStem
 from harness.timm_api import TimmModelApi
 from variants._config import ConfigError, Range, validate
+from variants._linear import Linear
 
 Positive = Annotated[int, Range(1)]
 
@@ -65,7 +66,7 @@ class PatchMerging(nn.Module):
     def __init__(self, dim: int, out_dim: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(4 * dim)
-        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
+        self.reduction = Linear(4 * dim, out_dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         B, H, W, C = x.shape
@@ -97,7 +98,7 @@ class Block(nn.Module):
         register_notrace_module(type(self.attn))
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), act_layer=nn.GELU)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from variants._config import Range, validate
 from variants._contract import AttentionRecord, AttentionRecorder, Capabilities
+from variants._linear import Linear
 from variants._lsla_geometry import Geometry, WindowGeometry, valid_queries
 from variants._lsla_kernels import KernelPaths
 from variants._lsla_reference import reference_forward
@@ -139,7 +140,7 @@ class LSLAAttention(WindowGeometry, KernelPaths, AttentionRecorder, nn.Module):
         self.mask_outer = cfg.mask_outer_bias
         self.recording = False
         n_proj = {"qkv": 3, "qxv": 2, "qxx": 1}[cfg.form]
-        in_proj = nn.Linear(dim, n_proj * dim, bias=cfg.qkv_bias)
+        in_proj = Linear(dim, n_proj * dim, bias=cfg.qkv_bias)
         self.qkv = in_proj if cfg.form == "qkv" else None
         self.qv = in_proj if cfg.form == "qxv" else None
         self.q = in_proj if cfg.form == "qxx" else None
@@ -153,7 +154,7 @@ class LSLAAttention(WindowGeometry, KernelPaths, AttentionRecorder, nn.Module):
             RelPosTable(window_size, num_heads, cfg.outer_init) if cfg.outer_bias else None
         )
         self.attn_drop = nn.Dropout(cfg.attn_drop)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(cfg.proj_drop)
         self._cache = {}  # geometry tensors by (kind, shape, device); see _cached
         self.kernels_used: set[str] = set()  # "fused_cpu", "sdpa", "flex", "explicit": what ran

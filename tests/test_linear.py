@@ -1,0 +1,89 @@
+"""The backbone's linear layers: fp32 CPU inference through oneDNN equals ``nn.Linear`` (and
+timm's ``Mlp``) within fp32 round-off; everything else takes ``nn.Linear``'s own path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from timm.layers import Mlp as TimmMlp
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import harness.mlp
+import variants._linear
+from harness.mlp import Mlp
+from variants._linear import HAS_ONEDNN_LINEAR, Linear
+
+needs_onednn = pytest.mark.skipif(not HAS_ONEDNN_LINEAR, reason="torch built without oneDNN")
+
+
+def _pair(bias: bool = True):
+    torch.manual_seed(0)
+    ours = Linear(96, 288, bias=bias)
+    plain = nn.Linear(96, 288, bias=bias)
+    plain.load_state_dict(ours.state_dict())
+    return ours, plain
+
+
+def _spy(monkeypatch, module) -> list[int]:
+    calls: list[int] = []
+    real = module.onednn_linear
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "onednn_linear", counted)
+    return calls
+
+
+@needs_onednn
+@pytest.mark.parametrize("bias", [True, False])
+def test_inference_through_onednn_equals_nn_linear(monkeypatch, bias):
+    ours, plain = _pair(bias)
+    calls = _spy(monkeypatch, variants._linear)
+    x = torch.randn(2, 7, 9, 96)
+    for inp in (x, x.transpose(1, 2), x[:1, 0]):  # 4-D, non-contiguous, 2-D
+        with torch.inference_mode():
+            torch.testing.assert_close(ours(inp), plain(inp), rtol=1e-5, atol=1e-5)
+    assert len(calls) == 3
+
+
+@needs_onednn
+def test_mlp_fuses_gelu_into_fc1_and_equals_timm(monkeypatch):
+    torch.manual_seed(0)
+    ours = Mlp(64, 256)
+    timm_mlp = TimmMlp(64, 256, act_layer=nn.GELU)
+    assert ours.state_dict().keys() == timm_mlp.state_dict().keys()
+    timm_mlp.load_state_dict(ours.state_dict())
+    calls = _spy(monkeypatch, harness.mlp)
+    x = torch.randn(3, 5, 5, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(x), timm_mlp(x), rtol=1e-5, atol=1e-5)
+    assert len(calls) == 1  # fc1 with its GELU; fc2 goes through Linear
+
+
+def test_training_takes_nn_linears_path_bit_for_bit(monkeypatch):
+    ours, plain = _pair()
+    calls = _spy(monkeypatch, variants._linear)
+    x = torch.randn(4, 96, requires_grad=True)
+    assert torch.equal(ours(x), plain(x))
+    with torch.inference_mode():
+        bf16 = ours.to(torch.bfloat16)(x.detach().bfloat16())
+    assert bf16.dtype == torch.bfloat16 and calls == []
+
+
+def test_flop_counting_sees_the_linear():
+    ours, _ = _pair()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        ours(torch.randn(10, 96))
+    assert counter.get_total_flops() == 2 * 10 * 96 * 288
+
+
+def test_swapping_the_class_keeps_parameters_and_the_rng():
+    torch.manual_seed(0)
+    Mlp(32, 64)
+    after_ours = torch.rand(1)
+    torch.manual_seed(0)
+    TimmMlp(32, 64, act_layer=nn.GELU)
+    assert torch.equal(after_ours, torch.rand(1))  # same draws: seeds give the same models
