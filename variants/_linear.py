@@ -13,7 +13,8 @@ devices, FLOP counting and traces take ``nn.Linear``'s path.
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+from variants._eager import plain_cpu_fp32
 
 
 def _has_onednn_linear() -> bool:
@@ -29,19 +30,8 @@ HAS_ONEDNN_LINEAR = _has_onednn_linear()
 
 @torch.jit.unused
 def onednn_applies(x: Tensor) -> bool:
-    """fp32 inference on CPU, seen by nothing that would miss the op (a dispatch mode, a trace,
-    a graph capture)."""
-    return (
-        HAS_ONEDNN_LINEAR
-        and type(x) is Tensor
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and not torch.is_grad_enabled()
-        and _get_current_dispatch_mode() is None
-        and not torch.jit.is_tracing()
-        and not torch.compiler.is_compiling()
-        and not torch.compiler.is_exporting()
-    )
+    """fp32 inference on CPU, in eager execution (``variants._eager``)."""
+    return HAS_ONEDNN_LINEAR and not torch.is_grad_enabled() and plain_cpu_fp32(x)
 
 
 @torch.jit.unused

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.profiler import record_function
 
 from variants._cpu_build import BuildError, build_and_load
+from variants._lsla_geometry import padded_width
 
 SOURCE = Path(__file__).with_name("_lsla_cpu.cpp")
 SWITCH = "LSLA_CPU_KERNEL"
@@ -92,7 +93,7 @@ def pad_rows(table: Tensor | None, fill: float = 0.0) -> Tensor | None:
     if table is None:
         return None
     n = table.shape[-1]
-    out = table.new_full((*table.shape[:-1], -(-n // 16) * 16), fill, dtype=torch.float32)
+    out = table.new_full((*table.shape[:-1], padded_width(n)), fill, dtype=torch.float32)
     out[..., :n] = table
     return out
 
@@ -151,7 +152,7 @@ class FusedWindowAttention(torch.autograd.Function):
         threads = max(1, min(torch.get_num_threads(), windows * heads))
         wants = ctx.needs_input_grad[3:6]
         grads = [
-            torch.zeros(threads, heads, n, -(-n // 16) * 16) if t is not None and want else None
+            torch.zeros(threads, heads, n, padded_width(n)) if t is not None and want else None
             for t, want in zip((s, inner, bo), wants, strict=True)
         ]
         tables = (pad_rows(s, 1.0), pad_rows(inner), neg, pad_rows(bo), keep)

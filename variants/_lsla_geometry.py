@@ -36,16 +36,21 @@ def shift_masks(
     of 16 (the fused CPU kernel's layout, ``padded_rows``); every other path reads N x N views."""
     mask = shift_region_mask(padded, window, shift, device)
     n_windows, n = mask.shape[0], mask.shape[-1]
-    rows = torch.zeros([2, n_windows, n, (n + 15) // 16 * 16], device=device)
+    rows = torch.zeros([2, n_windows, n, padded_width(n)], device=device)
     neg = rows[0, :, :, :n].masked_fill_(~mask, float("-inf"))
     keep = rows[1, :, :, :n].copy_(mask)
     return mask, neg, keep.unsqueeze(1)
 
 
+def padded_width(n: int) -> int:
+    """``n`` rounded up to 16: the rows of the fused CPU kernel's tables."""
+    return (n + 15) // 16 * 16
+
+
 def padded_rows(mask: Tensor) -> Tensor:
     """``[nW, N, NP]``: the padded storage behind ``neg`` or ``keep`` of :func:`shift_masks`."""
     nW, n = mask.shape[0], mask.shape[-1]
-    np_ = (n + 15) // 16 * 16
+    np_ = padded_width(n)
     assert mask.stride()[-2:] == (np_, 1), "a mask from shift_masks"
     return mask.as_strided((nW, n, np_), (mask.stride(0), np_, 1))
 

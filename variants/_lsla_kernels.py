@@ -10,9 +10,9 @@ views in global attention.
 # No ``from __future__ import annotations``: TorchScript needs real annotation objects.
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from variants import _lsla_cpu
+from variants._eager import plain_cpu_fp32
 from variants._lsla_core import (
     LSLACore,
     Tables,
@@ -71,16 +71,11 @@ class KernelPaths:
     def _cpu_kernel_applies(self, q: Tensor, geo: Geometry) -> bool:
         """The fused CPU kernel (``_lsla_cpu``) takes fp32 on CPU, with or without autograd,
         windows of at most 64 tokens, unless the ``fused`` switch is off (every arm on the
-        explicit path). It runs outside torch's dispatcher, so under a dispatch mode (FLOP
-        counting, fake tensors), a ``torch.jit.trace`` or on a tensor subclass the layer takes a
-        path those can see."""
+        explicit path). It runs outside torch's dispatcher: only in plain eager execution
+        (``variants._eager``)."""
         return (
             self.cfg.fused
-            and type(q) is Tensor
-            and _get_current_dispatch_mode() is None
-            and not torch.jit.is_tracing()
-            and q.device.type == "cpu"
-            and q.dtype == torch.float32
+            and plain_cpu_fp32(q)
             and geo.index is not None
             and self._core_applies(q)
             and _lsla_cpu.supports(q.shape[-2], q.shape[-1])

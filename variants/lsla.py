@@ -27,9 +27,9 @@ choice made where it is silent are listed here, each one a switch:
   It is kept for timm parity (timm's weights give timm's logits).
 
 Shapes: input and output ``[B, H, W, C]``; inside, windows are ``[B*nW, N=M*M, C]``. Where the
-tokens go is ``_lsla_geometry``; which kernel runs (the fused CPU kernel for fp32 inference on
-CPU, SDPA where the maths allows, flex_attention on CUDA, else the exact explicit core) and the
-tables each reads is ``_lsla_kernels``.
+tokens go is ``_lsla_geometry``; which kernel runs (the fused CPU kernel in fp32 on CPU, SDPA
+where the maths allows, flex_attention on CUDA, else the exact explicit core) and the tables
+each reads is ``_lsla_kernels``.
 """
 
 # No ``from __future__ import annotations``: TorchScript needs real annotation objects.
