@@ -1,5 +1,6 @@
-"""The backbone's linear layers: fp32 CPU inference through oneDNN equals ``nn.Linear`` (and
-timm's ``Mlp``) within fp32 round-off; everything else takes ``nn.Linear``'s own path."""
+"""The backbone's linear layers: fp32 on CPU through oneDNN, inference and training, equals
+``nn.Linear`` (and timm's ``Mlp``) within fp32 round-off; everything else takes ``nn.Linear``'s
+own path."""
 
 from __future__ import annotations
 
@@ -63,14 +64,30 @@ def test_mlp_fuses_gelu_into_fc1_and_equals_timm(monkeypatch):
     assert len(calls) == 1  # fc1 with its GELU; fc2 goes through Linear
 
 
-def test_training_takes_nn_linears_path_bit_for_bit(monkeypatch):
+@needs_onednn
+@pytest.mark.parametrize("bias", [True, False])
+def test_training_through_onednn_equals_nn_linear(monkeypatch, bias):
+    """Forward and the input's gradient on oneDNN, the weight's on torch.mm."""
+    ours, plain = _pair(bias)
+    calls = _spy(monkeypatch, variants._linear)
+    x = torch.randn(2, 7, 9, 96).transpose(1, 2)  # non-contiguous, 4-D
+    grad = torch.randn(2, 9, 7, 288)
+    inputs = [x.clone().requires_grad_() for _ in range(2)]
+    for layer, xi in zip((ours, plain), inputs, strict=True):
+        (layer(xi) * grad).sum().backward()
+    assert len(calls) == 2  # the forward and the input's gradient
+    torch.testing.assert_close(inputs[0].grad, inputs[1].grad, rtol=1e-5, atol=1e-5)
+    for got, want in zip(ours.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_other_dtypes_take_nn_linears_path(monkeypatch):
     ours, plain = _pair()
     calls = _spy(monkeypatch, variants._linear)
-    x = torch.randn(4, 96, requires_grad=True)
-    assert torch.equal(ours(x), plain(x))
+    x = torch.randn(4, 96).bfloat16()
     with torch.inference_mode():
-        bf16 = ours.to(torch.bfloat16)(x.detach().bfloat16())
-    assert bf16.dtype == torch.bfloat16 and calls == []
+        assert torch.equal(ours.bfloat16()(x), plain.bfloat16()(x))
+    assert calls == []
 
 
 def test_flop_counting_sees_the_linear():

@@ -3,9 +3,9 @@
 ``nn.Linear`` runs MKL's GEMM on CPU. oneDNN, which torch bundles (and which torch.compile's CPU
 backend fuses linear layers with), was 2.1-2.4x as fast at every linear shape of the Swin-T
 layout, bias included, on the 2-core AMD EPYC of 2026-12-02 (1 thread, interleaved rounds), and
-fc1 with its GELU fused 2.1-4.1x; results equal within fp32 round-off (GELU bit for bit). Where
-oneDNN is not the faster library (other CPUs) it costs little; training, other dtypes and
-devices, FLOP counting and traces take ``nn.Linear``'s path.
+fc1 with its GELU fused 2.1-4.1x; results equal within fp32 round-off (GELU bit for bit). In
+training (``OneDNNLinear``) the forward and the input's gradient run on oneDNN. Other dtypes
+and devices, FLOP counting, traces and graph captures take ``nn.Linear``'s path.
 """
 
 # No ``from __future__ import annotations``: TorchScript compiles ``Linear.forward``.
@@ -35,6 +35,12 @@ def onednn_applies(x: Tensor) -> bool:
 
 
 @torch.jit.unused
+def onednn_trains(x: Tensor) -> bool:
+    """fp32 training on CPU, in eager execution: :class:`OneDNNLinear` under autograd."""
+    return HAS_ONEDNN_LINEAR and torch.is_grad_enabled() and plain_cpu_fp32(x)
+
+
+@torch.jit.unused
 def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None, gelu: bool = False) -> Tensor:
     """``x @ weight.T + bias`` (then exact GELU), through oneDNN; ``x`` of any leading shape."""
     flat = x.reshape(-1, x.shape[-1])
@@ -43,11 +49,40 @@ def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None, gelu: bool = F
     return out.view(*x.shape[:-1], weight.shape[0])
 
 
+class OneDNNLinear(torch.autograd.Function):
+    """``x @ weight.T + bias`` with oneDNN's matmul forward and for the input's gradient (the
+    weight's gradient, ``dY^T X``, stays on ``torch.mm``: oneDNN would need both operands
+    transposed and copied). Keeps what ``F.linear`` keeps: the input and the weight.
+    fc1 + GELU, forward and backward, 1.61x ``F.linear``'s GEMMs (interleaved, 1 thread)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return onednn_linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, weight = ctx.saved_tensors
+        dflat = dout.reshape(-1, dout.shape[-1])
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = onednn_linear(dout, weight.t().contiguous(), None)
+        if ctx.needs_input_grad[1]:
+            dw = dflat.t() @ x.reshape(-1, x.shape[-1])
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = dflat.sum(0)
+        return dx, dw, db
+
+
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters, initialisation and state dict); fp32 CPU inference
-    through oneDNN."""
+    """``nn.Linear`` (same parameters, initialisation and state dict); fp32 on CPU through
+    oneDNN, inference and training."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if not torch.jit.is_scripting() and onednn_applies(x):
-            return onednn_linear(x, self.weight, self.bias)
+        if not torch.jit.is_scripting():
+            if onednn_applies(x):
+                return onednn_linear(x, self.weight, self.bias)
+            if onednn_trains(x):
+                return OneDNNLinear.apply(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
