@@ -214,3 +214,13 @@ def test_a_build_is_cached_per_source_and_reused(fresh_loader):
     _lsla_cpu._load.cache_clear()
     assert _lsla_cpu.why_unavailable() is None
     assert [p.stat().st_mtime_ns for p in (fresh_loader / "cache").glob("lsla_cpu_*")] == [stamp]
+
+
+def test_a_second_derivative_is_refused_not_silently_wrong():
+    """The kernel's backward is outside autograd: differentiating it again is an error."""
+    m = variants.create("lsla", 64, 2, 7, 3)
+    x = torch.randn(1, 14, 14, 64, requires_grad=True)
+    (grad,) = torch.autograd.grad(m(x).square().sum(), x, create_graph=True)
+    assert m.kernels_used == {"fused_cpu"}
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()

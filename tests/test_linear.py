@@ -104,3 +104,12 @@ def test_swapping_the_class_keeps_parameters_and_the_rng():
     torch.manual_seed(0)
     TimmMlp(32, 64, act_layer=nn.GELU)
     assert torch.equal(after_ours, torch.rand(1))  # same draws: seeds give the same models
+
+
+@needs_onednn
+def test_a_second_derivative_is_refused_not_silently_wrong():
+    ours, _ = _pair()
+    x = torch.randn(4, 96, requires_grad=True)
+    (grad,) = torch.autograd.grad(ours(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()

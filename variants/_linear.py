@@ -13,6 +13,7 @@ and devices, FLOP counting, traces and graph captures take ``nn.Linear``'s path.
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from variants._eager import plain_cpu_fp32
 
@@ -62,6 +63,7 @@ class OneDNNLinear(torch.autograd.Function):
         return onednn_linear(x, weight, bias)
 
     @staticmethod
+    @once_differentiable  # a second derivative would miss the kernel's ops: say so
     def backward(ctx, dout):
         x, weight = ctx.saved_tensors
         dflat = dout.reshape(-1, dout.shape[-1])

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.profiler import record_function
 
 from variants._cpu_build import BuildError, build_and_load
@@ -143,6 +144,7 @@ class FusedWindowAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # a second derivative would miss the kernel's ops: say so
     def backward(ctx, dout):
         q, k, v, s, inner, bo, neg, keep = ctx.saved_tensors
         flags: Flags = ctx.flags
