@@ -130,6 +130,15 @@ inline void dot_rows(Mat x, float scale, const v16 (*yt)[NV], int i0, v16 (*acc)
         }
 }
 
+// `rows` (at most 4) rows from i0 of X Y^T: four at once, or one by one at the end
+template <int NV, int D>
+inline void dot_block(Mat x, float scale, const v16 (*yt)[NV], int i0, int rows, v16 (*acc)[NV]) {
+    if (rows == 4)
+        dot_rows<NV, D, 4>(x, scale, yt, i0, acc);
+    else
+        for (int r = 0; r < rows; ++r) dot_rows<NV, D, 1>(x, scale, yt, i0 + r, acc + r);
+}
+
 // rows i0 .. i0+R of W Y (or W^T Y): out_i = scale * sum_j w[i][j] y_j over the n rows of y
 template <int NV, int DV, int R, bool TRANSPOSED>
 inline void weigh_rows(const float* w, Mat y, int n, float scale, float* out, long os, int i0) {
@@ -176,10 +185,7 @@ void attention_maps(Mat q, Mat k, const Tables& t, const Flags& f, float* qk, fl
     int i = 0;
     for (; i < n; i += 4) {
         const int rows = n - i < 4 ? n - i : 4;
-        if (rows == 4)
-            dot_rows<NV, D, 4>(q, f.qscale, kt, i, acc);
-        else
-            for (int r = 0; r < rows; ++r) dot_rows<NV, D, 1>(q, f.qscale, kt, i + r, acc + r);
+        dot_block<NV, D>(q, f.qscale, kt, i, rows, acc);
         for (int r = 0; r < rows; ++r) {
             if (qk)
                 for (int c = 0; c < NV; ++c) store(qk + (i + r) * NP + 16 * c, acc[r][c]);
@@ -254,10 +260,7 @@ void backward_tile(const Tile& x, const Flags& f) {
     v16 acc[4][NV];
     for (int i = 0; i < n; i += 4) {
         const int rows = n - i < 4 ? n - i : 4;
-        if (rows == 4)
-            dot_rows<NV, D, 4>(x.dout, 1.0f, vt, i, acc);  // dA = dO V^T
-        else
-            for (int r = 0; r < rows; ++r) dot_rows<NV, D, 1>(x.dout, 1.0f, vt, i + r, acc + r);
+        dot_block<NV, D>(x.dout, 1.0f, vt, i, rows, acc);  // dA = dO V^T
         for (int r = 0; r < rows; ++r) logits_grad_row<NV>(acc[r], x, f, i + r, qk, p, dl);
     }
     weigh<NV, DV, false>(dl, x.k, n, f.qscale, const_cast<float*>(x.dq.p), x.dq.rs);  // dQ

@@ -99,6 +99,12 @@ def pad_rows(table: Tensor | None, fill: float = 0.0) -> Tensor | None:
     return out
 
 
+def _kernel_tables(s, inner, bo, neg, keep) -> tuple[Tensor | None, ...]:
+    """The kernel's five tables in its argument order, the per-head ones padded; rebuilt in
+    backward rather than saved (they are small, and the unpadded ones are saved anyway)."""
+    return pad_rows(s, 1.0), pad_rows(inner), neg, pad_rows(bo), keep
+
+
 def attend(q: Tensor, k: Tensor, v: Tensor, s, inner, bo, neg, keep, flags: Flags) -> Tensor:
     """``A V`` for ``q, k, v [B*nW, h, N, d]`` with S, B_i, B_o ``[h, N, N]`` (None: absent)
     and the padded masks ``neg``, ``keep`` ``[nW, N, NP]`` (None: no shift / B_o everywhere);
@@ -130,7 +136,7 @@ class FusedWindowAttention(torch.autograd.Function):
         q, k, v = (_unit_last(x) for x in (q, k, v))
         windows, heads, n, d = q.shape
         out = q.new_empty(windows, n, heads, d)
-        tables = (pad_rows(s, 1.0), pad_rows(inner), neg, pad_rows(bo), keep)
+        tables = _kernel_tables(s, inner, bo, neg, keep)
         with record_function("lsla_cpu::window_forward"):  # named in torch.profiler's tables
             status = _lib().lsla_window_forward(
                 _ptr(q), _ptr(k), _ptr(v), _ptr(out),
@@ -157,7 +163,7 @@ class FusedWindowAttention(torch.autograd.Function):
             torch.zeros(threads, heads, n, padded_width(n)) if t is not None and want else None
             for t, want in zip((s, inner, bo), wants, strict=True)
         ]
-        tables = (pad_rows(s, 1.0), pad_rows(inner), neg, pad_rows(bo), keep)
+        tables = _kernel_tables(s, inner, bo, neg, keep)
         with record_function("lsla_cpu::window_backward"):
             status = _lib().lsla_window_backward(
                 _ptr(q), _ptr(k), _ptr(v), _ptr(dout), _ptr(dq), _ptr(dk), _ptr(dv),
