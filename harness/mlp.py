@@ -1,8 +1,10 @@
-"""timm's ``Mlp`` with fc1 and its GELU fused for fp32 inference on CPU (oneDNN, see
-``variants._linear``): one pass writes the hidden map instead of a GEMM and then a GELU over it.
+"""timm's ``Mlp`` with two fast paths: fc1 and its GELU fused for fp32 inference on CPU (oneDNN,
+see ``variants._linear``), one pass writing the hidden map instead of a GEMM and then a GELU
+over it; and in training, GELU and fc2 keeping only GELU's input for backward
+(``harness.light_mlp``), not its output as well.
 
-Same modules, parameters and state dict as timm's ``Mlp``; training and every other case run
-timm's op-by-op forward. No ``from __future__ import annotations``: TorchScript compiles it.
+Same modules, parameters and state dict as timm's ``Mlp``; every other case runs timm's op-by-op
+forward. No ``from __future__ import annotations``: TorchScript compiles it.
 """
 
 import torch
@@ -10,6 +12,7 @@ from timm.layers import Mlp as TimmMlp
 from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
+from harness.light_mlp import GeluLinear
 from variants._linear import Linear, onednn_applies, onednn_linear
 
 # the forward picks its path at run time, which an FX trace would freeze to the op-by-op one
@@ -26,8 +29,27 @@ class Mlp(TimmMlp):
         self.fc2.__class__ = Linear
 
     def forward(self, x: Tensor) -> Tensor:
-        if not torch.jit.is_scripting() and onednn_applies(x):
-            x = onednn_linear(x, self.fc1.weight, self.fc1.bias, gelu=True)
-        else:
-            x = self.act(self.fc1(x))
-        return self.drop2(self.fc2(self.norm(self.drop1(x))))
+        if not torch.jit.is_scripting():
+            if onednn_applies(x):
+                x = onednn_linear(x, self.fc1.weight, self.fc1.bias, gelu=True)
+                return self.drop2(self.fc2(self.norm(self.drop1(x))))
+            if self._light_backward():
+                return self.drop2(self._gelu_fc2(self.fc1(x)))
+        return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
+
+    @torch.jit.unused
+    def _light_backward(self) -> bool:
+        """Under autograd, with nothing between GELU and fc2 (no dropout, no norm)."""
+        return (
+            torch.is_grad_enabled()
+            and not (self.training and self.drop1.p > 0)
+            and isinstance(self.norm, nn.Identity)
+            and self.act.approximate == "none"
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
+            and not torch.compiler.is_exporting()
+        )
+
+    @torch.jit.unused
+    def _gelu_fc2(self, h: Tensor) -> Tensor:
+        return GeluLinear.apply(h, self.fc2.weight, self.fc2.bias)

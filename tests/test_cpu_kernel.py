@@ -216,6 +216,16 @@ def test_a_build_is_cached_per_source_and_reused(fresh_loader):
     assert [p.stat().st_mtime_ns for p in (fresh_loader / "cache").glob("lsla_cpu_*")] == [stamp]
 
 
+def test_a_change_to_an_included_header_builds_anew(fresh_loader):
+    source, header = fresh_loader / "k.cpp", fresh_loader / "k.h"
+    source.write_text('#include "k.h"\nextern "C" int f() { return K; }\n')
+    header.write_text("#define K 1\n")
+    assert _cpu_build.build_and_load(source).f() == 1
+    header.write_text("#define K 2\n")
+    assert _cpu_build.build_and_load(source).f() == 2
+    assert len(list((fresh_loader / "cache").glob("k_*"))) == 2
+
+
 def test_a_second_derivative_is_refused_not_silently_wrong():
     """The kernel's backward is outside autograd: differentiating it again is an error."""
     m = variants.create("lsla", 64, 2, 7, 3)

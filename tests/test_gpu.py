@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 import variants
 from harness import models
 from harness.measure import measure_throughput, nvml_memory_used_mb
+from harness.mlp import Mlp
 from tests.perturb import away_from_init
 
 pytestmark = pytest.mark.gpu
@@ -68,3 +71,23 @@ def test_flex_is_the_automatic_choice_on_cuda():
     m = variants.create("lsla", 48, 3, 7, 3).cuda()
     m(torch.randn(2, 14, 14, 48, device="cuda")).sum().backward()
     assert m.kernels_used == {"flex"}
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_light_mlp_on_cuda_equals_op_by_op(autocast):
+    torch.manual_seed(0)
+    light = Mlp(64, 256).cuda().train()
+    plain = copy.deepcopy(light)
+    plain._light_backward = lambda: False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    x = torch.randn(4, 49, 64, device="cuda")
+    results = []
+    for mlp in (light, plain):
+        xi = x.clone().requires_grad_(True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            y = mlp(xi)
+        y.float().square().sum().backward()
+        results.append([y.float(), xi.grad, *(p.grad for p in mlp.parameters())])
+    tolerance = dict(rtol=2e-2, atol=2e-2) if autocast else dict(rtol=1e-4, atol=1e-4)
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, **tolerance)

@@ -90,6 +90,19 @@ def test_other_dtypes_take_nn_linears_path(monkeypatch):
     assert calls == []
 
 
+@needs_onednn
+def test_cpu_autocast_gets_its_bf16_linear_not_an_fp32_one(monkeypatch):
+    ours, plain = _pair()
+    calls = _spy(monkeypatch, variants._linear)
+    x = torch.randn(4, 96, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = ours(x), plain(x)
+        with torch.no_grad():
+            assert ours(x).dtype == torch.bfloat16
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want)
+    assert calls == []
+
+
 def test_flop_counting_sees_the_linear():
     ours, _ = _pair()
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+import harness.models
 import variants
 import variants._lsla_core as lsla_core
 import variants._lsla_geometry as lsla_geometry
-from harness.measure import saved_bytes
+from harness.measure import count_flops, saved_bytes
 from tests.perturb import away_from_init
 from variants.lsla import LSLAAttention
 
@@ -118,3 +119,14 @@ def test_lsla_core_keeps_no_window_sized_attention_maps():
     plain = saved_bytes(m, x)
     maps = 4 * 16 * 3 * 49 * 49 * 4  # one [B*nW, h, N, N] fp32 tensor
     assert plain - light >= 2 * maps
+
+
+def test_vit_lsla_t_saves_at_most_its_mac_share_of_swin_t_ref():
+    """Issue #12's memory goal, counted exactly (224 px, batch 2, untrained weights)."""
+    x = torch.randn(2, 3, 224, 224)
+    saved, macs = {}, {}
+    for name in ("vit_lsla_t", "swin_t_ref"):
+        model = harness.models.create(name).train()
+        saved[name] = saved_bytes(model, x)
+        macs[name] = count_flops(model, 224)
+    assert saved["vit_lsla_t"] / saved["swin_t_ref"] <= macs["vit_lsla_t"] / macs["swin_t_ref"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from harness.measure import saved_bytes
-from harness.stem import ConvStem
+from harness.stem import HAS_ONEDNN_CONV, ConvStem
 
 
 def test_light_conv_stem_equals_batchnorm_then_gelu():
@@ -51,6 +52,16 @@ def test_folded_inference_stem_equals_batchnorm_then_gelu():
         folded = stem(x)
     torch.testing.assert_close(folded, _plain_eval(stem, x), rtol=1e-5, atol=1e-5)
     assert stem._folded is not None
+
+
+@pytest.mark.skipif(not HAS_ONEDNN_CONV, reason="this torch build has no oneDNN convolution")
+def test_folded_inference_stem_runs_conv1_and_gelu_as_one_onednn_convolution():
+    stem = ConvStem(3, 32).eval()
+    with torch.inference_mode(), torch.profiler.profile() as prof:
+        stem(torch.randn(1, 3, 32, 32))
+    ops = [event.name for event in prof.events()]
+    assert ops.count("mkldnn::_convolution_pointwise") == 2
+    assert "aten::gelu" not in ops and "aten::convolution" not in ops
 
 
 def test_folded_weights_follow_updates_of_weights_and_statistics():

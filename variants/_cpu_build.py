@@ -13,17 +13,23 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
+SWITCH = "LSLA_CPU_KERNEL"  # 0: none of the harness's C++ kernels is built or used
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
 BUILD_TIMEOUT_S = 300
 
 
 class BuildError(Exception):
     """The library could not be built or loaded; the message is one line saying why."""
+
+
+def disabled() -> bool:
+    return os.environ.get(SWITCH, "1").strip().lower() in ("0", "false", "no", "off")
 
 
 def compiler() -> str | None:
@@ -56,7 +62,8 @@ def _build(source: Path, cxx: str) -> Path:
         [cxx, "--version"], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     key = hashlib.sha256()
-    for part in (source.read_bytes(), version.encode(), " ".join(FLAGS).encode(), _cpu_id()):
+    parts = (*_source_texts(source), version.encode(), " ".join(FLAGS).encode(), _cpu_id())
+    for part in parts:
         key.update(part)
     suffix = ".dylib" if platform.system() == "Darwin" else ".so"
     cache = cache_dir()
@@ -73,6 +80,13 @@ def _build(source: Path, cxx: str) -> Path:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return target
+
+
+def _source_texts(source: Path) -> list[bytes]:
+    """The source and the local headers it includes (``#include "x.h"``), which a build reads."""
+    text = source.read_bytes()
+    names = re.findall(rb'^\s*#include\s+"([^"]+)"', text, flags=re.MULTILINE)
+    return [text, *((source.parent / name.decode()).read_bytes() for name in names)]
 
 
 def _first_line(err: BaseException) -> str:

@@ -22,11 +22,10 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.profiler import record_function
 
-from variants._cpu_build import BuildError, build_and_load
+from variants._cpu_build import SWITCH, BuildError, build_and_load, disabled
 from variants._lsla_geometry import padded_width
 
 SOURCE = Path(__file__).with_name("_lsla_cpu.cpp")
-SWITCH = "LSLA_CPU_KERNEL"
 MAX_TOKENS = 64  # tokens per window the kernel takes; head_dim a multiple of 16, up to 64
 
 
@@ -51,13 +50,9 @@ def why_unavailable() -> str | None:
 
 def library() -> ctypes.CDLL | None:
     lib, reason = _load()
-    if lib is None and reason is not None and not _disabled():
+    if lib is None and reason is not None and not disabled():
         _warn_once(reason)
     return lib
-
-
-def _disabled() -> bool:
-    return os.environ.get(SWITCH, "1").strip().lower() in ("0", "false", "no", "off")
 
 
 @lru_cache(maxsize=1)
@@ -73,7 +68,7 @@ def _warn_once(reason: str) -> None:
 
 @lru_cache(maxsize=1)
 def _load() -> tuple[ctypes.CDLL | None, str | None]:
-    if _disabled():
+    if disabled():
         return None, f"{SWITCH}={os.environ[SWITCH]} turns it off"
     try:
         lib = build_and_load(SOURCE)

@@ -1,0 +1,90 @@
+// GELU's recompute and gradient in one pass, fp32 on CPU, for the memory-light MLP
+// (harness/light_mlp.py): from the pre-activation h and the gradient da of a = GELU(h),
+//
+//     a = h * Phi(h),   dh = da * (Phi(h) + h * phi(h)),   Phi(h) = (1 + erf(h / sqrt 2)) / 2
+//
+// where one exp, exp(-h^2 / 2), serves both erf (Abramowitz & Stegun 7.1.26, the formula of
+// torch's vectorised CPU erf, within 1.5e-7) and the density phi. torch's own backward takes two
+// exps and no recompute. Plain C ABI, loaded through ctypes; no torch headers.
+#include <cstdint>
+#include <pthread.h>
+#include <vector>
+
+#include "../variants/_simd.h"
+
+namespace {
+
+using simd::load;
+using simd::store;
+using simd::v16;
+
+inline void gelu_and_grad16(v16 h, v16 da, v16* a, v16* dh) {
+    const v16 ax = (h < 0.0f ? -h : h) * 0.70710678118654752f;
+    const v16 t = 1.0f / (0.3275911f * ax + 1.0f);
+    const v16 r =
+        (((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t +
+        0.254829592f;
+    const v16 e = simd::vexp(h * h * -0.5f);
+    const v16 erf_abs = 1.0f - t * e * r;
+    const v16 cdf = 0.5f + 0.5f * (h < 0.0f ? -erf_abs : erf_abs);
+    *a = h * cdf;
+    *dh = da * (cdf + h * e * 0.39894228040143268f);  // 1 / sqrt(2 pi)
+}
+
+struct Span {
+    const float *h, *da;
+    float *a, *dh;
+    long begin, end;
+};
+
+void run(const Span& s) {
+    long i = s.begin;
+    for (; i + 16 <= s.end; i += 16) {
+        v16 a, dh;
+        gelu_and_grad16(load(s.h + i), load(s.da + i), &a, &dh);
+        store(s.a + i, a);
+        store(s.dh + i, dh);
+    }
+    if (i == s.end) return;
+    alignas(64) float hb[16] = {0}, db[16] = {0}, ab[16], gb[16];  // the last, partial vector
+    for (long j = i; j < s.end; ++j) hb[j - i] = s.h[j], db[j - i] = s.da[j];
+    v16 a, dh;
+    gelu_and_grad16(load(hb), load(db), &a, &dh);
+    store(ab, a);
+    store(gb, dh);
+    for (long j = i; j < s.end; ++j) s.a[j] = ab[j - i], s.dh[j] = gb[j - i];
+}
+
+void* run_thread(void* span) {
+    run(*static_cast<Span*>(span));
+    return nullptr;
+}
+
+}  // namespace
+
+extern "C" {
+
+// a and dh from h and da, n contiguous floats each (dh may be da: each block is read before it
+// is written); threads share the range in 16-float blocks
+void gelu_and_grad(const float* h, const float* da, float* a, float* dh, long n, int threads) {
+    const long blocks = (n + 15) / 16;
+    long parts = threads < 1 ? 1 : threads;
+    if (parts > blocks) parts = blocks > 0 ? blocks : 1;
+    std::vector<Span> spans(parts);
+    std::vector<pthread_t> ids(parts);
+    std::vector<char> started(parts, 0);
+    for (long p = 0; p < parts; ++p) {
+        const long b0 = 16 * (blocks * p / parts), b1 = 16 * (blocks * (p + 1) / parts);
+        spans[p] = {h, da, a, dh, b0, b1 < n ? b1 : n};
+        if (p > 0) started[p] = pthread_create(&ids[p], nullptr, run_thread, &spans[p]) == 0;
+    }
+    run(spans[0]);
+    for (long p = 1; p < parts; ++p) {
+        if (started[p])
+            pthread_join(ids[p], nullptr);
+        else
+            run(spans[p]);  // no thread to be had: its share runs here
+    }
+}
+
+}  // extern "C"

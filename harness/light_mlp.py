@@ -1,0 +1,93 @@
+"""The MLP's GELU and fc2 in training keeping GELU's input for backward, not its output as well.
+
+Op by op, autograd keeps the hidden map twice: GELU keeps its input h for its gradient and fc2
+keeps GELU's output a for its weight's gradient, two ``[tokens, 4C]`` maps per block, more than
+half of a Swin-T's saved activations. :class:`GeluLinear` keeps h alone and recomputes a in
+backward, where the fp32 CPU path does it in the same pass as GELU's gradient
+(``_gelu_cpu.cpp``: one exp for both, cheaper than torch's gradient pass alone); elsewhere
+torch's GELU runs once more. Results equal the op-by-op MLP within round-off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+from torch.profiler import record_function
+
+from variants._cpu_build import BuildError, build_and_load, disabled
+from variants._eager import plain_cpu_fp32
+from variants._linear import HAS_ONEDNN_LINEAR, onednn_linear
+
+SOURCE = Path(__file__).with_name("_gelu_cpu.cpp")
+
+
+@lru_cache(maxsize=1)
+def library() -> ctypes.CDLL | None:
+    """The fused pass, or None (switched off, or no compiler: the attention kernel, built by the
+    same compiler, warns about that once): torch's ops then do the same maths."""
+    if disabled():
+        return None
+    try:
+        lib = build_and_load(SOURCE)
+    except BuildError:
+        return None
+    p = ctypes.c_void_p
+    lib.gelu_and_grad.argtypes = [p, p, p, p, ctypes.c_long, ctypes.c_int]
+    lib.gelu_and_grad.restype = None
+    return lib
+
+
+def gelu_and_grad(h: Tensor, da: Tensor) -> tuple[Tensor, Tensor]:
+    """``GELU(h)`` and the gradient at h given ``da``, the gradient at GELU's output, which the
+    fused pass overwrites with the result (a fresh buffer's first touch costs more than the pass
+    itself: 2 of the 3 ms per 19 MB map at batch 4)."""
+    fused = plain_cpu_fp32(h) and plain_cpu_fp32(da) and h.is_contiguous() and da.is_contiguous()
+    lib = library() if fused else None
+    if lib is None:
+        return F.gelu(h), torch.ops.aten.gelu_backward(da, h)
+    a = torch.empty_like(h)
+    with record_function("light_mlp::gelu_and_grad"):  # named in torch.profiler's tables
+        lib.gelu_and_grad(
+            h.data_ptr(), da.data_ptr(), a.data_ptr(), da.data_ptr(), h.numel(),
+            torch.get_num_threads(),
+        )  # fmt: skip
+    return a, da
+
+
+def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    if HAS_ONEDNN_LINEAR and plain_cpu_fp32(x):
+        return onednn_linear(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+class GeluLinear(torch.autograd.Function):
+    """``linear(gelu(h), weight, bias)``, saving h and the weight. Under autocast the forward's
+    ops take autocast's dtypes and the backward computes in the output gradient's dtype, as
+    autocast's own backward does (autograd casts the weight's gradient to the weight's dtype)."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias):
+        ctx.save_for_backward(h, weight)
+        ctx.has_bias = bias is not None
+        return _linear(F.gelu(h), weight, bias)
+
+    @staticmethod
+    @once_differentiable  # a second derivative would miss the fused pass: say so
+    def backward(ctx, dout):
+        h, weight = ctx.saved_tensors
+        weight = weight.to(dout.dtype)
+        da = _linear(dout, weight.t().contiguous(), None)  # dout @ weight
+        a, dh = gelu_and_grad(h, da.to(h.dtype))
+        dflat = dout.reshape(-1, dout.shape[-1])
+        dw = db = None
+        if ctx.needs_input_grad[1]:
+            dw = dflat.t() @ a.to(dout.dtype).reshape(-1, a.shape[-1])
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = dflat.sum(0)
+        return dh, dw, db
