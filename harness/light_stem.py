@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.light_mlp import gelu_and_grad
+
 convolution_backward = torch.ops.aten.convolution_backward
 
 
@@ -20,11 +22,17 @@ def _channel(t: Tensor) -> Tensor:
     return t.view(1, -1, 1, 1)
 
 
+def _channels_last(x: Tensor) -> Tensor:
+    """oneDNN's layout: every map after it follows, so no convolution converts one (the image
+    is kept as given, not in this copy)."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 class ConvBNGELUConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w1, bn_w, bn_b, running_mean, running_var, w2, b2, conf):
         (s1, p1, s2, p2), momentum, eps = conf
-        y1 = F.conv2d(x, w1, None, s1, p1)
+        y1 = F.conv2d(_channels_last(x), w1, None, s1, p1)
         z, mean, invstd = torch.ops.aten.native_batch_norm(
             y1, bn_w, bn_b, running_mean, running_var, True, momentum, eps
         )
@@ -37,14 +45,15 @@ class ConvBNGELUConv(torch.autograd.Function):
     def backward(ctx, dout):
         x, w1, bn_w, bn_b, running_mean, running_var, w2, mean, invstd = ctx.saved_tensors
         (s1, p1, s2, p2), _, eps = ctx.conf
+        x = _channels_last(x)
         y1 = F.conv2d(x, w1, None, s1, p1)
-        z = (y1 - _channel(mean)) * _channel(invstd * bn_w) + _channel(bn_b)
+        scale = invstd * bn_w
+        z = torch.addcmul(_channel(bn_b - mean * scale), y1, _channel(scale))  # BatchNorm
+        conv2 = (s2, p2, [1, 1], False, [0, 0], 1)
+        dg = convolution_backward(dout, z, w2, None, *conv2, [True, False, False])[0]
+        g, dz = gelu_and_grad(z, dg)  # GELU recomputed with its gradient, in one pass on CPU
         b2_size = [w2.shape[0]] if ctx.has_b2 else None
-        dg, dw2, db2 = convolution_backward(
-            dout, F.gelu(z), w2, b2_size, s2, p2, [1, 1], False, [0, 0], 1,
-            [True, True, ctx.has_b2],
-        )  # fmt: skip
-        dz = torch.ops.aten.gelu_backward(dg, z)
+        _, dw2, db2 = convolution_backward(dout, g, w2, b2_size, *conv2, [False, True, ctx.has_b2])
         dy1, dbn_w, dbn_b = torch.ops.aten.native_batch_norm_backward(
             dz, y1, bn_w, running_mean, running_var, mean, invstd, True, eps, [True, True, True]
         )

@@ -12,12 +12,12 @@ from harness.measure import saved_bytes
 from harness.stem import HAS_ONEDNN_CONV, ConvStem
 
 
-def test_light_conv_stem_equals_batchnorm_then_gelu():
+def _light_and_plain_results(dtype: torch.dtype) -> tuple[list, list, ConvStem]:
     torch.manual_seed(0)
-    light = ConvStem(3, 32).double().train()
+    light = ConvStem(3, 32).to(dtype).train()
     plain = copy.deepcopy(light)
     plain._light_backward = lambda x: False
-    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    x = torch.randn(4, 3, 32, 32, dtype=dtype)
     results = []
     for stem in (light, plain):
         xi = x.clone().requires_grad_(True)
@@ -25,12 +25,27 @@ def test_light_conv_stem_equals_batchnorm_then_gelu():
         (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
         stats = [stem.bn1.running_mean, stem.bn1.running_var, stem.bn1.num_batches_tracked]
         results.append([y.detach(), xi.grad, *stats, *(p.grad for p in stem.parameters())])
-    for a, b in zip(*results, strict=True):
+    return *results, light
+
+
+def test_light_conv_stem_equals_batchnorm_then_gelu():
+    light_results, plain_results, light = _light_and_plain_results(torch.float64)
+    for a, b in zip(light_results, plain_results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     # the light front keeps its input (the image) and per-channel statistics: what is left is
     # the LayerNorm's input, one [B, H/4, W/4, C] map, and the small statistics
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    plain = copy.deepcopy(light)
+    plain._light_backward = lambda x: False
     norm_input = 4 * 8 * 8 * 32 * x.element_size()
     assert saved_bytes(light, x) < 1.2 * norm_input < saved_bytes(plain, x) / 3
+
+
+def test_light_conv_stem_in_fp32_is_within_round_off():
+    """fp32 on CPU: channels-last maps and the fused GELU pass of ``harness.light_mlp``."""
+    light_results, plain_results, _ = _light_and_plain_results(torch.float32)
+    for a, b in zip(light_results, plain_results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def _plain_eval(stem: ConvStem, x: torch.Tensor) -> torch.Tensor:

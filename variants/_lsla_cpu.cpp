@@ -23,16 +23,25 @@ using simd::v16;
 using simd::vexp;
 constexpr int NPMAX = 64;  // tokens per window, at most
 
+// horizontal max and sum: halving steps (4 vector ops, not 15 dependent scalar ones)
 inline float hmax(v16 v) {
-    float m = v[0];
-    for (int l = 1; l < 16; ++l) m = v[l] > m ? v[l] : m;
-    return m;
+    v16 s = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    v = v > s ? v : s;
+    s = __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    v = v > s ? v : s;
+    s = __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    v = v > s ? v : s;
+    s = __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    v = v > s ? v : s;
+    return v[0];
 }
 
 inline float hsum(v16 v) {
-    float s = 0.0f;
-    for (int l = 0; l < 16; ++l) s += v[l];
-    return s;
+    v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    return v[0];
 }
 
 struct Mat {  // rows of one tile of q, k, v, out, dout, dq, dk or dv: base and row stride
