@@ -111,6 +111,18 @@ def test_tables_follow_an_update_of_the_parameters():
         torch.testing.assert_close(fused(x), explicit(x), rtol=1e-5, atol=1e-5)
 
 
+def test_inference_keeps_the_padded_tables_between_calls():
+    m = variants.create("lsla", 64, 2, 7, 3).eval()  # S, B_i, B_o and the shift masks
+    x = torch.randn(2, 14, 14, 64)
+    with torch.inference_mode():
+        m(x)
+        with torch.profiler.profile() as prof:
+            m(x)
+    ops = {event.name for event in prof.events()}
+    assert "lsla_cpu::window_forward" in ops
+    assert not ops & {"aten::index", "aten::new_full", "aten::copy_"}  # no gather, no padding
+
+
 @pytest.mark.parametrize(
     ("case", "make"),
     [

@@ -94,9 +94,10 @@ def pad_rows(table: Tensor | None, fill: float = 0.0) -> Tensor | None:
     return out
 
 
-def _kernel_tables(s, inner, bo, neg, keep) -> tuple[Tensor | None, ...]:
+def kernel_tables(s, inner, bo, neg, keep) -> tuple[Tensor | None, ...]:
     """The kernel's five tables in its argument order, the per-head ones padded; rebuilt in
-    backward rather than saved (they are small, and the unpadded ones are saved anyway)."""
+    backward rather than saved (they are small, and the unpadded ones are saved anyway), kept
+    by the layer between calls without autograd (``attend_no_grad``)."""
     return pad_rows(s, 1.0), pad_rows(inner), neg, pad_rows(bo), keep
 
 
@@ -108,6 +109,28 @@ def attend(q: Tensor, k: Tensor, v: Tensor, s, inner, bo, neg, keep, flags: Flag
     :func:`supports` and :func:`library`."""
     out = FusedWindowAttention.apply(q, k, v, s, inner, bo, neg, keep, flags)
     return out.transpose(1, 2)
+
+
+def attend_no_grad(q: Tensor, k: Tensor, v: Tensor, tables: tuple, flags: Flags) -> Tensor:
+    """:func:`attend` without autograd, from tables already in the kernel's layout
+    (:func:`kernel_tables`): a layer keeps them while its parameters are unchanged."""
+    return _forward(q, k, v, tables, flags).transpose(1, 2)
+
+
+def _forward(q: Tensor, k: Tensor, v: Tensor, tables: tuple, flags: Flags) -> Tensor:
+    """The kernel's forward: ``[B*nW, N, h, d]``."""
+    q, k, v = (_unit_last(x) for x in (q, k, v))
+    windows, heads, n, d = q.shape
+    out = q.new_empty(windows, n, heads, d)
+    with record_function("lsla_cpu::window_forward"):  # named in torch.profiler's tables
+        status = _lib().lsla_window_forward(
+            _ptr(q), _ptr(k), _ptr(v), _ptr(out),
+            (ctypes.c_long * 12)(*_strides(q, k, v, out.transpose(1, 2))),
+            windows, heads, n, d, flags.n_windows, *map(_ptr, tables),
+            flags.qscale, int(flags.scale_div), int(flags.outer_mul), torch.get_num_threads(),
+        )  # fmt: skip
+    _check(status, q)
+    return out
 
 
 def _strides(*xs: Tensor | None) -> list[int]:
@@ -129,17 +152,7 @@ class FusedWindowAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, s, inner, bo, neg, keep, flags: Flags):
         q, k, v = (_unit_last(x) for x in (q, k, v))
-        windows, heads, n, d = q.shape
-        out = q.new_empty(windows, n, heads, d)
-        tables = _kernel_tables(s, inner, bo, neg, keep)
-        with record_function("lsla_cpu::window_forward"):  # named in torch.profiler's tables
-            status = _lib().lsla_window_forward(
-                _ptr(q), _ptr(k), _ptr(v), _ptr(out),
-                (ctypes.c_long * 12)(*_strides(q, k, v, out.transpose(1, 2))),
-                windows, heads, n, d, flags.n_windows, *map(_ptr, tables),
-                flags.qscale, int(flags.scale_div), int(flags.outer_mul), torch.get_num_threads(),
-            )  # fmt: skip
-        _check(status, q)
+        out = _forward(q, k, v, kernel_tables(s, inner, bo, neg, keep), flags)
         ctx.save_for_backward(q, k, v, s, inner, bo, neg, keep)
         ctx.flags = flags
         return out
@@ -158,7 +171,7 @@ class FusedWindowAttention(torch.autograd.Function):
             torch.zeros(threads, heads, n, padded_width(n)) if t is not None and want else None
             for t, want in zip((s, inner, bo), wants, strict=True)
         ]
-        tables = _kernel_tables(s, inner, bo, neg, keep)
+        tables = kernel_tables(s, inner, bo, neg, keep)
         with record_function("lsla_cpu::window_backward"):
             status = _lib().lsla_window_backward(
                 _ptr(q), _ptr(k), _ptr(v), _ptr(dout), _ptr(dq), _ptr(dk), _ptr(dv),

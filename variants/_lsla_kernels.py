@@ -84,14 +84,25 @@ class KernelPaths:
 
     @torch.jit.unused
     def _cpu_fused(self, q: Tensor, k: Tensor, v: Tensor, geo: Geometry) -> Tensor:
-        at = (geo.index, geo.grid)
-        tables = (self.dyn_scale, self.inner_bias, self.outer_bias)
-        s, inner, bo = (None if t is None else t(*at) for t in tables)
         neg, keep = self._kernel_masks(geo)
         n_windows = neg.shape[0] if neg is not None else 1
-        qscale = 1.0 if s is not None else self.head_dim**-0.5
+        qscale = 1.0 if self.dyn_scale is not None else self.head_dim**-0.5
         flags = _lsla_cpu.Flags(n_windows, qscale, self.scale_div, self.outer_mul)
+        if not torch.is_grad_enabled():  # the padded tables kept between calls
+
+            def build() -> tuple:
+                return _lsla_cpu.kernel_tables(*self._window_tables(geo), neg, keep)
+
+            return _lsla_cpu.attend_no_grad(q, k, v, self._kept(geo, "kernel", build), flags)
+        s, inner, bo = self._window_tables(geo)
         return _lsla_cpu.attend(q, k, v, s, inner, bo, neg, keep, flags)
+
+    @torch.jit.unused
+    def _window_tables(self, geo: Geometry) -> tuple[Tensor | None, ...]:
+        """S, B_i and B_o ``[h, N, N]`` gathered for this window (None: absent)."""
+        at = (geo.index, geo.grid)
+        tables = (self.dyn_scale, self.inner_bias, self.outer_bias)
+        return tuple(None if t is None else t(*at) for t in tables)
 
     @torch.jit.unused
     def _kernel_masks(self, geo: Geometry) -> tuple[Tensor | None, Tensor | None]:
@@ -150,20 +161,24 @@ class KernelPaths:
 
     @torch.jit.unused
     def _no_grad_tables(self, geo: Geometry, dtype: torch.dtype) -> Tables:
-        """The window tables combined once per geometry and kept while the parameters they come
-        from are unchanged (same storage, same version: an optimiser step or a load rebuilds
-        them)."""
+        return self._kept(geo, ("tables", dtype), lambda: self._combine_tables(geo, dtype))
+
+    @torch.jit.unused
+    def _kept(self, geo: Geometry, kind, build):
+        """Tables built once per geometry without autograd and kept while the parameters they
+        come from are unchanged (same storage, same version: an optimiser step or a load
+        rebuilds them)."""
         tables = [t for t in (self.dyn_scale, self.inner_bias, self.outer_bias) if t is not None]
         params = [t.relative_position_bias_table for t in tables]
         version = tuple((p.data_ptr(), p._version) for p in params)
         neg_at = geo.neg.data_ptr() if geo.neg is not None else 0
         assert geo.index is not None
-        key = ("tables", geo.index.data_ptr(), neg_at, dtype)
+        key = (kind, geo.index.data_ptr(), neg_at)
         hit = self._cache.get(key)
         if hit is not None and hit[0] == version:
             return hit[1]
         with torch.inference_mode(False), torch.no_grad():
-            built = self._combine_tables(geo, dtype)
+            built = build()
         self._cache[key] = (version, built)
         return built
 
