@@ -77,38 +77,46 @@ inline v16 outer_term(const Tables& t, int at) {  // B_o * K_o (null: not given)
     return t.keep ? o * load(t.keep + at) : o;
 }
 
-// logits of one row (QK^T in l) into P (softmax) and A (with B_o); l keeps the raw QK^T
-template <int NV>
-inline void finish_row(const v16* qk, const Tables& t, const Flags& f, int i, float* p, float* a) {
+// logits of R rows from i0 (QK^T in qk) into P (softmax) and A (with B_o); the rows' steps are
+// interleaved, so that their reductions (max, sum) overlap instead of waiting on each other
+template <int NV, int R>
+inline void finish_rows(const v16 (*qk)[NV], const Tables& t, const Flags& f, int i0, float* p,
+                        float* a) {
     constexpr int NP = 16 * NV;
-    v16 l[NV];
-    v16 m = (v16){} - __builtin_inff();
-    for (int c = 0; c < NV; ++c) {
-        const int at = i * NP + 16 * c;
-        v16 x = qk[c];
-        if (t.s) x = f.scale_div ? x / load(t.s + at) : x * load(t.s + at);
-        if (t.inner) x += load(t.inner + at);
-        if (t.neg) x += load(t.neg + at);
-        l[c] = valid_or(x, c, f.n, -__builtin_inff());
-        m = l[c] > m ? l[c] : m;
-    }
-    const float mx = hmax(m);
-    v16 sum = (v16){};
-    for (int c = 0; c < NV; ++c) {
-        l[c] = vexp(l[c] - mx);
-        sum += l[c];
-    }
-    const float inv = 1.0f / hsum(sum);
-    for (int c = 0; c < NV; ++c) {
-        const int at = i * NP + 16 * c;
-        v16 pc = l[c] * inv;
-        if (p) store(p + at, pc);
-        if (t.outer) {
-            v16 o = outer_term(t, at);
-            pc = f.outer_mul ? pc * (1.0f + o) : pc + o;
+    v16 l[R][NV];
+    float mx[R], inv[R];
+    for (int r = 0; r < R; ++r) {
+        v16 m = (v16){} - __builtin_inff();
+        for (int c = 0; c < NV; ++c) {
+            const int at = (i0 + r) * NP + 16 * c;
+            v16 x = qk[r][c];
+            if (t.s) x = f.scale_div ? x / load(t.s + at) : x * load(t.s + at);
+            if (t.inner) x += load(t.inner + at);
+            if (t.neg) x += load(t.neg + at);
+            l[r][c] = valid_or(x, c, f.n, -__builtin_inff());
+            m = l[r][c] > m ? l[r][c] : m;
         }
-        store(a + at, valid_or(pc, c, f.n, 0.0f));
+        mx[r] = hmax(m);
     }
+    for (int r = 0; r < R; ++r) {
+        v16 sum = (v16){};
+        for (int c = 0; c < NV; ++c) {
+            l[r][c] = vexp(l[r][c] - mx[r]);
+            sum += l[r][c];
+        }
+        inv[r] = 1.0f / hsum(sum);
+    }
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < NV; ++c) {
+            const int at = (i0 + r) * NP + 16 * c;
+            v16 pc = l[r][c] * inv[r];
+            if (p) store(p + at, pc);
+            if (t.outer) {
+                v16 o = outer_term(t, at);
+                pc = f.outer_mul ? pc * (1.0f + o) : pc + o;
+            }
+            store(a + at, valid_or(pc, c, f.n, 0.0f));
+        }
 }
 
 // rows i0 .. i0+R of X Y^T, Y given transposed (yt [D][NV], zero beyond n), scaled by `scale`
@@ -123,7 +131,7 @@ inline void dot_rows(Mat x, float scale, const v16 (*yt)[NV], int i0, v16 (*acc)
         }
 }
 
-// `rows` (at most 4) rows from i0 of X Y^T: four at once, or one by one at the end
+// `rows` (at most 4) rows from i0 of X Y^T: four at once (6 or 8 were slower), or one by one
 template <int NV, int D>
 inline void dot_block(Mat x, float scale, const v16 (*yt)[NV], int i0, int rows, v16 (*acc)[NV]) {
     if (rows == 4)
@@ -179,11 +187,13 @@ void attention_maps(Mat q, Mat k, const Tables& t, const Flags& f, float* qk, fl
     for (; i < n; i += 4) {
         const int rows = n - i < 4 ? n - i : 4;
         dot_block<NV, D>(q, f.qscale, kt, i, rows, acc);
-        for (int r = 0; r < rows; ++r) {
-            if (qk)
+        if (qk)
+            for (int r = 0; r < rows; ++r)
                 for (int c = 0; c < NV; ++c) store(qk + (i + r) * NP + 16 * c, acc[r][c]);
-            finish_row<NV>(acc[r], t, f, i + r, p, a);
-        }
+        if (rows == 4)
+            finish_rows<NV, 4>(acc, t, f, i, p, a);
+        else
+            for (int r = 0; r < rows; ++r) finish_rows<NV, 1>(acc + r, t, f, i + r, p, a);
     }
 }
 
@@ -201,43 +211,48 @@ void forward_tile(const Tile& x, const Flags& f) {
     weigh<NV, DV, false>(a, x.v, f.n, 1.0f, const_cast<float*>(x.o.p), x.o.rs);
 }
 
-// dA -> dL for one row: the outer term's and the tables' gradients on the way
-template <int NV>
-inline void logits_grad_row(const v16* da, const Tile& x, const Flags& f, int i, const float* qk,
-                            const float* p, float* dl) {
+// dA -> dL for R rows from i0: the outer term's and the tables' gradients on the way (the
+// rows interleaved, as in finish_rows)
+template <int NV, int R>
+inline void logits_grad_rows(const v16 (*da)[NV], const Tile& x, const Flags& f, int i0,
+                             const float* qk, const float* p, float* dl) {
     constexpr int NP = 16 * NV;
     const Tables& t = x.t;
-    v16 dp[NV];
-    v16 dot = (v16){};
-    for (int c = 0; c < NV; ++c) {
-        const int at = i * NP + 16 * c;
-        v16 pc = load(p + at);
-        dp[c] = da[c];
-        if (t.outer) {
-            v16 keep = t.keep ? load(t.keep + at) : (v16){} + 1.0f;
-            if (x.g.outer) store(x.g.outer + at, load(x.g.outer + at) +
-                                                     (f.outer_mul ? da[c] * pc : da[c]) * keep);
-            if (f.outer_mul) dp[c] = da[c] * (1.0f + outer_term(t, at));
-        }
-        dot += dp[c] * pc;
-    }
-    const float rowdot = hsum(dot);
-    for (int c = 0; c < NV; ++c) {
-        const int at = i * NP + 16 * c;
-        v16 g = load(p + at) * (dp[c] - rowdot);
-        if (x.g.inner) store(x.g.inner + at, load(x.g.inner + at) + g);
-        if (t.s) {
-            v16 s = load(t.s + at), raw = load(qk + at);
-            if (f.scale_div) {
-                if (x.g.s) store(x.g.s + at, load(x.g.s + at) - g * raw / (s * s));
-                g = g / s;
-            } else {
-                if (x.g.s) store(x.g.s + at, load(x.g.s + at) + g * raw);
-                g = g * s;
+    v16 dp[R][NV];
+    float rowdot[R];
+    for (int r = 0; r < R; ++r) {
+        v16 dot = (v16){};
+        for (int c = 0; c < NV; ++c) {
+            const int at = (i0 + r) * NP + 16 * c;
+            v16 pc = load(p + at);
+            dp[r][c] = da[r][c];
+            if (t.outer) {
+                v16 keep = t.keep ? load(t.keep + at) : (v16){} + 1.0f;
+                v16 gd = (f.outer_mul ? da[r][c] * pc : da[r][c]) * keep;
+                if (x.g.outer) store(x.g.outer + at, load(x.g.outer + at) + gd);
+                if (f.outer_mul) dp[r][c] = da[r][c] * (1.0f + outer_term(t, at));
             }
+            dot += dp[r][c] * pc;
         }
-        store(dl + at, valid_or(g, c, f.n, 0.0f));
+        rowdot[r] = hsum(dot);
     }
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < NV; ++c) {
+            const int at = (i0 + r) * NP + 16 * c;
+            v16 g = load(p + at) * (dp[r][c] - rowdot[r]);
+            if (x.g.inner) store(x.g.inner + at, load(x.g.inner + at) + g);
+            if (t.s) {
+                v16 s = load(t.s + at), raw = load(qk + at);
+                if (f.scale_div) {
+                    if (x.g.s) store(x.g.s + at, load(x.g.s + at) - g * raw / (s * s));
+                    g = g / s;
+                } else {
+                    if (x.g.s) store(x.g.s + at, load(x.g.s + at) + g * raw);
+                    g = g * s;
+                }
+            }
+            store(dl + at, valid_or(g, c, f.n, 0.0f));
+        }
 }
 
 template <int NV, int DV>
@@ -254,7 +269,10 @@ void backward_tile(const Tile& x, const Flags& f) {
     for (int i = 0; i < n; i += 4) {
         const int rows = n - i < 4 ? n - i : 4;
         dot_block<NV, D>(x.dout, 1.0f, vt, i, rows, acc);  // dA = dO V^T
-        for (int r = 0; r < rows; ++r) logits_grad_row<NV>(acc[r], x, f, i + r, qk, p, dl);
+        if (rows == 4)
+            logits_grad_rows<NV, 4>(acc, x, f, i, qk, p, dl);
+        else
+            for (int r = 0; r < rows; ++r) logits_grad_rows<NV, 1>(acc + r, x, f, i + r, qk, p, dl);
     }
     weigh<NV, DV, false>(dl, x.k, n, f.qscale, const_cast<float*>(x.dq.p), x.dq.rs);  // dQ
     weigh<NV, DV, true>(dl, x.q, n, f.qscale, const_cast<float*>(x.dk.p), x.dk.rs);   // dK
