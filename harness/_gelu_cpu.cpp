@@ -6,11 +6,7 @@
 // where one exp, exp(-h^2 / 2), serves both erf (Abramowitz & Stegun 7.1.26, the formula of
 // torch's vectorised CPU erf, within 1.5e-7) and the density phi. torch's own backward takes two
 // exps and no recompute. Plain C ABI, loaded through ctypes; no torch headers.
-#include <cstdint>
-#include <pthread.h>
-#include <vector>
-
-#include "../variants/_simd.h"
+#include "../variants/_cpu_kernels.h"
 
 namespace {
 
@@ -55,11 +51,6 @@ void run(const Span& s) {
     for (long j = i; j < s.end; ++j) s.a[j] = ab[j - i], s.dh[j] = gb[j - i];
 }
 
-void* run_thread(void* span) {
-    run(*static_cast<Span*>(span));
-    return nullptr;
-}
-
 }  // namespace
 
 extern "C" {
@@ -70,21 +61,10 @@ void gelu_and_grad(const float* h, const float* da, float* a, float* dh, long n,
     const long blocks = (n + 15) / 16;
     long parts = threads < 1 ? 1 : threads;
     if (parts > blocks) parts = blocks > 0 ? blocks : 1;
-    std::vector<Span> spans(parts);
-    std::vector<pthread_t> ids(parts);
-    std::vector<char> started(parts, 0);
-    for (long p = 0; p < parts; ++p) {
+    simd::run_parts(parts, [&](long p) {
         const long b0 = 16 * (blocks * p / parts), b1 = 16 * (blocks * (p + 1) / parts);
-        spans[p] = {h, da, a, dh, b0, b1 < n ? b1 : n};
-        if (p > 0) started[p] = pthread_create(&ids[p], nullptr, run_thread, &spans[p]) == 0;
-    }
-    run(spans[0]);
-    for (long p = 1; p < parts; ++p) {
-        if (started[p])
-            pthread_join(ids[p], nullptr);
-        else
-            run(spans[p]);  // no thread to be had: its share runs here
-    }
+        run({h, da, a, dh, b0, b1 < n ? b1 : n});
+    });
 }
 
 }  // extern "C"

@@ -7,13 +7,11 @@
 // [heads][N][NP], the shift mask M (0 / -inf) and where B_o applies K_o (1 / 0) per-window
 // masks [windows][N][NP]; NP = N rounded up to 16, padding S with 1 and the rest with 0.
 // Built and loaded by variants/_lsla_cpu.py (plain C ABI through ctypes; no torch headers, so
-// it builds in about a second). Its vectors are _simd.h's, portable across instruction sets.
+// it builds in about a second). Its vectors and threads are _cpu_kernels.h's.
 #include <cstdint>
 #include <cstring>
-#include <pthread.h>
-#include <vector>
 
-#include "_simd.h"
+#include "_cpu_kernels.h"
 
 namespace {
 
@@ -342,29 +340,14 @@ void run(const Job& j) {
     }
 }
 
-void* run_thread(void* job) {
-    run(*static_cast<Job*>(job));
-    return nullptr;
-}
-
 int launch(const Call& call, int threads) {
     const long tiles = call.windows * call.heads;
     long parts = threads < 1 ? 1 : threads;
     if (parts > tiles) parts = tiles;
-    std::vector<Job> jobs(parts);
-    std::vector<pthread_t> ids(parts);
-    std::vector<char> started(parts, 0);
-    for (long p = 0; p < parts; ++p) {
-        jobs[p] = {&call, tiles * p / parts, tiles * (p + 1) / parts, (int)p};
-        if (p > 0) started[p] = pthread_create(&ids[p], nullptr, run_thread, &jobs[p]) == 0;
-    }
-    run(jobs[0]);
-    for (long p = 1; p < parts; ++p) {
-        if (started[p])
-            pthread_join(ids[p], nullptr);
-        else
-            run(jobs[p]);  // no thread to be had: its share runs here (same accumulator slot)
-    }
+    // a part whose thread cannot be had runs later on the caller's, with its own accumulator slot
+    simd::run_parts(parts, [&](long p) {
+        run({&call, tiles * p / parts, tiles * (p + 1) / parts, (int)p});
+    });
     return 0;
 }
 
