@@ -4,7 +4,10 @@ Op by op, autograd keeps conv1's output (BatchNorm's input), GELU's input and co
 three feature maps at half the image's resolution, the stem's largest (112 x 112 x 48 each at
 224 px, 2.3 MB per image). This function keeps the image (which the caller holds anyway) and the
 per-channel batch statistics, and recomputes the maps in backward (conv1 costs 27 MACs per
-output value). Running statistics are updated once, exactly as ``nn.BatchNorm2d`` updates them.
+output value), channels-last (no layout conversions), BatchNorm as one ``addcmul`` and GELU with
+its gradient in one pass (``harness.light_mlp.gelu_and_grad``): 1.33x the stem's training step
+of op-by-op recomputes in NCHW (batch 4, 15 interleaved rounds). Running statistics are updated
+once, exactly as ``nn.BatchNorm2d`` updates them.
 """
 
 from __future__ import annotations
