@@ -83,7 +83,17 @@ def _speed_line(info: dict) -> str:
         f"{info['speedup_vit_lsla_t_vs_timm']:.2f}x; GEMM-peak share "
         f"{100 * info['gemm_share_vit_lsla_t']:.0f}% (swin_t_ref "
         f"{100 * info['gemm_share_swin_t_ref']:.0f}%, peak {info['gemm_gflops']:.0f} GFLOP/s)"
+        + _faults(info)
     )
+
+
+def _faults(info: dict) -> str:
+    """``; page faults per call: name n (k ms in the kernel), ...`` where they were recorded."""
+    faults, kernel = info.get("page_faults_per_call"), info.get("kernel_ms_per_call") or {}
+    if not faults:
+        return ""
+    each = (f"{n} {f:.0f} ({kernel.get(n, float('nan')):.0f} ms)" for n, f in faults.items())
+    return "; page faults per call (OS-kernel time): " + ", ".join(each)
 
 
 def _global_line(info: dict) -> str:

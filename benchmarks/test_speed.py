@@ -2,13 +2,17 @@
 the honest way (``harness.timing``): one process, interleaved rounds, one pinned CPU thread,
 median and IQR of the per-round ratios, process CPU time beside wall time; a square GEMM runs in
 the same rounds (the faster of MKL's and oneDNN's on CPU), so "share of the GEMM peak" compares
-like with like.
+like with like. Each model's minor page faults and OS-kernel time per call are recorded beside:
+in a VM, where a fault costs microseconds, they move the ratio to timm, whose Swin touches more
+fresh memory per call.
 
 Saved activations are counted exactly: every tensor autograd saves for backward during one
 training forward, each storage once (views of one buffer are not counted twice).
 """
 
 from __future__ import annotations
+
+import statistics
 
 import pytest
 import timm
@@ -79,6 +83,9 @@ def test_speed_vs_swin(benchmark, device, interleaved_rounds, mode, batch):
         info[f"gemm_share_{name}"] = flops[name] / median[name] / peak
     if cmp.cpu_s:
         info["speedup_cpu_time_vit_lsla_t"] = cmp.speedup("vit_lsla_t", "cpu")["median"]
+    if cmp.page_faults:  # what the allocator costs each model: fresh memory first touched
+        info["page_faults_per_call"] = {k: cmp.as_dict()["median_page_faults"][k] for k in MODELS}
+        info["kernel_ms_per_call"] = {k: 1e3 * statistics.median(cmp.kernel_s[k]) for k in MODELS}
     run_benchmark(benchmark, fns["vit_lsla_t"], device, warmup=0, group=f"speed-{mode}", **info)
 
 

@@ -3,14 +3,17 @@
 On a shared machine the same code swings by tens of percent between minutes, so a speed claim
 compares candidates *within* each round (A, B, A, B...) and reports the median and spread of the
 per-round ratios, never one sequential measurement. On CPU the thread count is pinned and recorded,
-process CPU time is taken beside wall time (it shows when other processes stole the cores), and
-the load average is recorded; on CUDA each call is timed with CUDA events after warm-up.
+process CPU time is taken beside wall time (it shows when other processes stole the cores), with
+its part in the OS kernel and the minor page faults per call (what the memory allocator costs:
+fresh memory first touched, in a VM several microseconds a page), and the load average is
+recorded; on CUDA each call is timed with CUDA events after warm-up.
 """
 
 from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,11 +22,18 @@ from typing import Any
 
 import torch
 
+if sys.platform != "win32":
+    import resource
+else:  # no getrusage: kernel time and page faults go unrecorded
+    resource = None
+
 
 @dataclass(frozen=True)
 class Sample:
     wall_s: float
     cpu_s: float | None  # process CPU time (CPU only; None on CUDA)
+    kernel_s: float | None = None  # the part of cpu_s in the OS kernel (POSIX CPU runs)
+    page_faults: float | None = None  # minor page faults: fresh memory first touched
 
 
 @contextmanager
@@ -49,10 +59,24 @@ def time_call(fn: Callable[[], Any], device: torch.device, repeats: int = 1) -> 
         end.record()
         torch.cuda.synchronize(device)
         return Sample(start.elapsed_time(end) / 1e3 / repeats, None)
+    usage = _usage()
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         fn()
-    return Sample((time.perf_counter() - wall) / repeats, (time.process_time() - cpu) / repeats)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    after = _usage()
+    if usage is None or after is None:
+        return Sample(wall / repeats, cpu / repeats)
+    kernel, faults = ((b - a) / repeats for a, b in zip(usage, after, strict=True))
+    return Sample(wall / repeats, cpu / repeats, kernel, faults)
+
+
+def _usage() -> tuple[float, int] | None:
+    """This process's system CPU seconds and minor page faults so far, all threads."""
+    if resource is None:
+        return None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_stime, usage.ru_minflt
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -79,6 +103,8 @@ class Comparison:
     load_avg_after: tuple[float, float, float] | None = None
     wall_s: dict[str, list[float]] = field(default_factory=dict)
     cpu_s: dict[str, list[float]] = field(default_factory=dict)
+    kernel_s: dict[str, list[float]] = field(default_factory=dict)
+    page_faults: dict[str, list[float]] = field(default_factory=dict)
 
     def speedup(self, name: str, clock: str = "wall", over: str | None = None) -> dict[str, float]:
         """``over`` time / ``name`` time (``over``: the baseline unless given), round by round:
@@ -90,6 +116,7 @@ class Comparison:
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["median_s"] = {k: statistics.median(v) for k, v in self.wall_s.items()}
+        out["median_page_faults"] = {k: statistics.median(v) for k, v in self.page_faults.items()}
         out["speedup"] = {k: self.speedup(k) for k in self.wall_s if k != self.baseline}
         if self.cpu_s:
             out["speedup_cpu"] = {
@@ -130,5 +157,8 @@ def interleaved(
                 result.wall_s.setdefault(name, []).append(sample.wall_s)
                 if sample.cpu_s is not None:
                     result.cpu_s.setdefault(name, []).append(sample.cpu_s)
+                if sample.page_faults is not None:
+                    result.kernel_s.setdefault(name, []).append(sample.kernel_s)
+                    result.page_faults.setdefault(name, []).append(sample.page_faults)
         result.load_avg_after = load_average()
     return result

@@ -41,18 +41,21 @@ def test_saved_runs_are_compared(tmp_path):
     assert "0002" in proc.stdout and "NOW" in proc.stdout  # the saved run beside this one
 
 
-def test_global_mode_headline_states_time_ratio_peaks_and_goals():
+def _headline_lines(info: dict) -> list[str]:
     import importlib.util
     from types import SimpleNamespace
 
     spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
     root_conftest = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(root_conftest)
-    headline_lines = root_conftest.headline_lines
+    return root_conftest.headline_lines([SimpleNamespace(extra_info=info, stats=None)])
+
+
+def test_global_mode_headline_states_time_ratio_peaks_and_goals():
     info = dict(kind="global", img_size=448, rounds_interleaved=3, timing_threads=1)
     info.update(time_ratio_vit_lsla_t_vs_swin_t_ref=[0.37, 0.35, 0.46])
     info.update(peak_mb_vit_lsla_t=187.1, peak_mb_swin_t_ref=3665.0)
-    (line,) = headline_lines([SimpleNamespace(extra_info=info, stats=None)])
+    (line,) = _headline_lines(info)
     assert line == (
         "global attention at 448 px, vit_lsla_t / swin_t_ref time: 0.37x (IQR 0.35-0.46, "
         "3 interleaved rounds, 1 thread(s)), goal <= 2; peak 187 vs 3665 MB (goal: no more "
@@ -65,3 +68,17 @@ def test_interleaved_rounds_must_be_a_whole_number():
     assert proc.returncode != 0
     assert "must be a whole number >= 1 (got '0')" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_speed_headline_states_each_models_page_faults_when_recorded():
+    info = dict(kind="speed", mode="inference", batch=4, rounds_interleaved=5, timing_threads=1)
+    info.update(speedup_vit_lsla_t_vs_swin_t_ref=[1.13, 1.1, 1.15], speedup_vit_lsla_t_vs_timm=1.4)
+    info.update(gemm_share_vit_lsla_t=0.74, gemm_share_swin_t_ref=0.76, gemm_gflops=100.0)
+    (plain,) = _headline_lines(info)
+    assert plain.endswith("GEMM-peak share 74% (swin_t_ref 76%, peak 100 GFLOP/s)")
+    info["page_faults_per_call"] = {"vit_lsla_t": 2352.0, "swin_tiny": 40628.0}
+    info["kernel_ms_per_call"] = {"vit_lsla_t": 4.2, "swin_tiny": 56.0}
+    (line,) = _headline_lines(info)
+    assert line == plain + (
+        "; page faults per call (OS-kernel time): vit_lsla_t 2352 (4 ms), swin_tiny 40628 (56 ms)"
+    )

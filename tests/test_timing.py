@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -64,3 +65,14 @@ def test_speedup_over_another_candidate_than_the_baseline():
     cmp = interleaved(fns, baseline="a", device=CPU, rounds=3, warmup=0)
     assert 1.5 < cmp.speedup("c", over="b")["median"] < 2.5  # c is twice as fast as b
     assert cmp.speedup("c")["median"] < 1  # and slower than the baseline a
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no getrusage")
+def test_page_faults_of_fresh_memory_are_counted_per_call():
+    # 64 MB is above glibc's largest mmap threshold: every call maps fresh pages and touches them
+    fns = {"fresh": lambda: torch.ones(1 << 24), "idle": lambda: time.sleep(0.001)}
+    cmp = interleaved(fns, baseline="idle", device=CPU, rounds=2, warmup=1)
+    assert min(cmp.page_faults["fresh"]) > 4000  # 16384 pages of 4 KB (fewer if huge pages)
+    assert max(cmp.page_faults["idle"]) < 100
+    assert all(t >= 0 for t in cmp.kernel_s["fresh"])
+    assert cmp.as_dict()["median_page_faults"]["fresh"] > 4000
