@@ -1,6 +1,7 @@
 """timm's ``Mlp`` with two fast paths: fc1 and its GELU fused for fp32 inference on CPU (oneDNN,
 see ``variants._linear``), one pass writing the hidden map instead of a GEMM and then a GELU
-over it; and in training, GELU and fc2 keeping only GELU's input for backward
+over it, in row chunks where the whole hidden map would be mapped fresh
+(``harness.inference_chunks``); and in training, GELU and fc2 keeping only GELU's input for backward
 (``harness.light_mlp``), not its output as well.
 
 Same modules, parameters and state dict as timm's ``Mlp``; every other case runs timm's op-by-op
@@ -12,6 +13,7 @@ from timm.layers import Mlp as TimmMlp
 from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
+from harness.inference_chunks import rows_per_chunk
 from harness.light_mlp import GeluLinear
 from variants._linear import Linear, onednn_applies, onednn_linear
 
@@ -31,11 +33,26 @@ class Mlp(TimmMlp):
     def forward(self, x: Tensor) -> Tensor:
         if not torch.jit.is_scripting():
             if onednn_applies(x):
-                x = onednn_linear(x, self.fc1.weight, self.fc1.bias, gelu=True)
-                return self.drop2(self.fc2(self.norm(self.drop1(x))))
+                return self._inference(x)
             if self._light_backward():
                 return self.drop2(self._gelu_fc2(self.fc1(x)))
         return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
+
+    @torch.jit.unused
+    def _inference(self, x: Tensor) -> Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        rows = rows_per_chunk(flat.shape[0], flat.element_size() * self.fc1.out_features)
+        if rows is None:
+            return self._onednn_forward(x)
+        out = flat.new_empty(flat.shape[0], self.fc2.out_features)
+        for start in range(0, flat.shape[0], rows):
+            out[start : start + rows] = self._onednn_forward(flat[start : start + rows])
+        return out.view(*x.shape[:-1], -1)
+
+    @torch.jit.unused
+    def _onednn_forward(self, x: Tensor) -> Tensor:
+        x = onednn_linear(x, self.fc1.weight, self.fc1.bias, gelu=True)
+        return self.drop2(self.fc2(self.norm(self.drop1(x))))
 
     @torch.jit.unused
     def _light_backward(self) -> bool:

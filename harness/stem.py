@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
+from harness.inference_chunks import rows_per_chunk
 from harness.light_stem import conv_bn_gelu_conv_train
 from variants._eager import plain_cpu_fp32
 
@@ -85,12 +86,26 @@ class ConvStem(nn.Module):
         c1, c2 = self.conv1, self.conv2
         x = x.contiguous(memory_format=torch.channels_last)
         if HAS_ONEDNN_CONV and plain_cpu_fp32(x):
-            x = _onednn_conv(x, w1, b1, c1, gelu=True)
-            x = _onednn_conv(x, w2, c2.bias, c2, gelu=False)
+            # conv1's map is the stem's largest: images in groups where it would be mapped fresh
+            pixels = x.shape[2] * x.shape[3] // (c1.stride[0] * c1.stride[1])
+            per_image = x.element_size() * c1.out_channels * pixels
+            images = rows_per_chunk(x.shape[0], per_image)
+            if images is None:
+                x = self._onednn_convs(x)
+            else:
+                x = torch.cat(
+                    [self._onednn_convs(x[i : i + images]) for i in range(0, len(x), images)]
+                )
         else:
             x = self.act(F.conv2d(x, w1, b1, c1.stride, c1.padding))
             x = F.conv2d(x, w2, c2.bias, c2.stride, c2.padding)
         return self.norm(x.permute(0, 2, 3, 1))
+
+    @torch.jit.unused
+    def _onednn_convs(self, x: Tensor) -> Tensor:
+        w1, b1, w2 = self._folded_weights()
+        x = _onednn_conv(x, w1, b1, self.conv1, gelu=True)
+        return _onednn_conv(x, w2, self.conv2.bias, self.conv2, gelu=False)
 
     @torch.jit.unused
     def _folded_weights(self) -> tuple[Tensor, Tensor, Tensor]:
