@@ -76,9 +76,10 @@ def compare_arms(
         fns = {arm: b[i] for arm, b in built.items()}
         cmp = interleaved(fns, baseline, device, rounds=rounds, threads=threads)
         out.update(threads=cmp.threads, load_avg=cmp.load_avg_before)
-        median_s = cmp.as_dict()["median_s"]
+        medians = cmp.as_dict()
         for arm, stats in out["arms"].items():
-            stats[f"{mode}_ms_median"] = 1e3 * median_s[arm]
+            stats[f"{mode}_ms_median"] = 1e3 * medians["median_s"][arm]
+            stats[f"{mode}_page_faults"] = medians["median_page_faults"].get(arm)
             s = cmp.speedup(arm)
             stats[f"{mode}_speedup"] = [s["median"], s["q1"], s["q3"]]
     base_saved = out["arms"][baseline]["saved_mb_per_image"]

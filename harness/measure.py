@@ -93,6 +93,8 @@ class Throughput:
     peak_mem_reserved_mb: float | None = None
     threads: int | None = None  # intra-op CPU threads the steps ran with
     cpu_ms_median: float | None = None  # process CPU time per step (CPU; None on CUDA)
+    kernel_ms_median: float | None = None  # of it, in the OS kernel (POSIX CPU runs)
+    page_faults_median: float | None = None  # minor page faults per step: fresh memory touched
     load_avg: list[float] | None = None  # the machine's 1/5/15-minute load, before the steps
 
     def as_dict(self) -> dict[str, Any]:
@@ -123,8 +125,9 @@ def measure_throughput(
 ) -> Throughput:
     """Images/s on synthetic input already on the device, each step timed by
     ``harness.timing.time_call`` (CUDA events after warm-up on CUDA; wall and process CPU time on
-    CPU), with the thread count and the load average recorded beside. One model alone: to
-    compare models, use ``harness.timing.interleaved`` (``python -m harness compare``).
+    CPU, its OS-kernel part and the minor page faults), with the thread count and the load
+    average recorded beside. One model alone: to compare models, use
+    ``harness.timing.interleaved`` (``python -m harness compare``).
 
     ``mode="train"`` times forward + backward + an SGD-free ``zero_grad`` (the optimizer's cost is
     excluded so variants compare on the network alone). Peak memory is reset before the timed steps.
@@ -142,6 +145,8 @@ def measure_throughput(
     samples = _time_steps(step, device, steps, warmup)
     times = [sample.wall_s for sample in samples]
     cpu = [sample.cpu_s for sample in samples if sample.cpu_s is not None]
+    kernel = [sample.kernel_s for sample in samples if sample.kernel_s is not None]
+    faults = [sample.page_faults for sample in samples if sample.page_faults is not None]
     median = statistics.median(times)
     q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (median,) * 3
     alloc = reserved = None
@@ -165,6 +170,8 @@ def measure_throughput(
         peak_mem_reserved_mb=reserved,
         threads=torch.get_num_threads() if device.type == "cpu" else None,
         cpu_ms_median=1e3 * statistics.median(cpu) if cpu else None,
+        kernel_ms_median=1e3 * statistics.median(kernel) if kernel else None,
+        page_faults_median=statistics.median(faults) if faults else None,
         load_avg=list(load) if load else None,
     )
 

@@ -33,6 +33,10 @@ def _ratio(values: list[float]) -> str:
     return f"{med:.2f}× ({q1:.2f}–{q3:.2f})"
 
 
+def _count(value: float | None) -> str:
+    return "" if value is None else f"{value:.0f}"
+
+
 def comparison_frame(comparison: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for arm, s in comparison["arms"].items():
@@ -45,6 +49,9 @@ def comparison_frame(comparison: dict[str, Any]) -> pd.DataFrame:
                 "train_x": _ratio(s["train_speedup"]),
                 "saved_mb": s["saved_mb_per_image"],
                 "saved_x": f"{s['saved_ratio']:.3f}×",
+                # fresh memory first touched, per call (arms.json of 2026-12-05 on; CPU)
+                "inference_faults": _count(s.get("inference_page_faults")),
+                "train_faults": _count(s.get("train_page_faults")),
             }
         )
     return pd.DataFrame(rows)

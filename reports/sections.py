@@ -210,6 +210,8 @@ def arms_section(comparisons: list[dict]) -> str:
         "train_x": "× baseline (IQR)",
         "saved_mb": "saved MB / image",
         "saved_x": "× baseline",
+        "inference_faults": "page faults / inference",
+        "train_faults": "page faults / train step",
     }
     parts = []
     for c in comparisons:

@@ -46,6 +46,7 @@ def test_compare_arms_times_each_arm_once_per_round(tmp_path):
     lsla = result["arms"]["lsla"]
     q1, med, q3 = lsla["train_speedup"][1], lsla["train_speedup"][0], lsla["train_speedup"][2]
     assert 0 < q1 <= med <= q3 and lsla["saved_mb_per_image"] > 0
+    assert lsla["inference_page_faults"] >= 0 and lsla["train_page_faults"] >= 0
 
 
 def test_compare_command_writes_arms_json_and_the_report_shows_it(tmp_path, capsys):
@@ -58,4 +59,5 @@ def test_compare_command_writes_arms_json_and_the_report_shows_it(tmp_path, caps
     assert arms["arms"]["lsla"]["inference_ms_median"] > 0
     page = build(tmp_path / "cmp")
     assert "Speed and memory between arms (measured together)" in page
+    assert "page faults / train step" in page
     assert "2 interleaved rounds" in page and "× baseline (IQR)" in page

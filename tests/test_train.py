@@ -70,6 +70,7 @@ def test_run_writes_a_complete_record(tmp_path):
     assert tp["inference"]["precision"] == "fp32" and tp["inference"]["batch_size"] == 8
     assert tp["train"]["threads"] == torch.get_num_threads() and tp["train"]["cpu_ms_median"] > 0
     assert len(tp["train"]["load_avg"]) == 3  # the machine's load, beside the timings
+    assert tp["train"]["page_faults_median"] >= 0 and tp["train"]["kernel_ms_median"] >= 0
     assert record["memory"]["peak_allocated_mb"] is None  # absent cleanly on CPU
     assert record["env"]["torch"] == torch.__version__ and "git_commit" in record["env"]
     layers = record["attn_stats"]
