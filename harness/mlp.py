@@ -1,8 +1,8 @@
 """timm's ``Mlp`` with two fast paths: fc1 and its GELU fused for fp32 inference on CPU (oneDNN,
 see ``variants._linear``), one pass writing the hidden map instead of a GEMM and then a GELU
 over it, in row chunks where the whole hidden map would be mapped fresh
-(``harness.inference_chunks``); and in training, GELU and fc2 keeping only GELU's input for backward
-(``harness.light_mlp``), not its output as well.
+(``variants._inference_chunks``); and in training, GELU and fc2 keeping only GELU's input for
+backward (``harness.light_mlp``), not its output as well.
 
 Same modules, parameters and state dict as timm's ``Mlp``; every other case runs timm's op-by-op
 forward. No ``from __future__ import annotations``: TorchScript compiles it.
@@ -13,8 +13,8 @@ from timm.layers import Mlp as TimmMlp
 from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
-from harness.inference_chunks import rows_per_chunk
 from harness.light_mlp import GeluLinear
+from variants._inference_chunks import rows_per_chunk
 from variants._linear import Linear, onednn_applies, onednn_linear
 
 # the forward picks its path at run time, which an FX trace would freeze to the op-by-op one

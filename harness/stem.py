@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
-from harness.inference_chunks import rows_per_chunk
 from harness.light_stem import conv_bn_gelu_conv_train
 from variants._eager import plain_cpu_fp32
+from variants._inference_chunks import rows_per_chunk
 
 
 def _has_onednn_conv() -> bool:

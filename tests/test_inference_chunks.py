@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import harness.inference_chunks as chunks
-from harness.inference_chunks import rows_per_chunk
+import variants
+import variants._inference_chunks as chunks
 from harness.mlp import Mlp
 from harness.stem import HAS_ONEDNN_CONV, ConvStem
+from variants._inference_chunks import rows_per_chunk
 from variants._linear import HAS_ONEDNN_LINEAR
 
 
@@ -19,6 +20,7 @@ def test_maps_up_to_the_threshold_run_whole_and_larger_ones_in_chunks_of_about_4
     assert rows_per_chunk(8193, 4096) == 1024  # 4 MB of rows
     assert rows_per_chunk(100_000, 1536) == 2731  # the nearest to 4 MB
     assert rows_per_chunk(20, 10 << 20) == 1  # one row above 4 MB alone
+    assert rows_per_chunk(1, 40 << 20) is None  # one row: nothing to split
 
 
 def _ops(fn) -> list[str]:
@@ -61,3 +63,19 @@ def test_stem_runs_images_in_groups_with_the_same_result(small_threshold):
     assert chunked.is_contiguous()
     assert _ops(lambda: stem(x)).count("mkldnn::_convolution_pointwise") == 2 * 5
     assert _ops(lambda: stem(x[:8])).count("mkldnn::_convolution_pointwise") == 2  # 64 KB
+
+
+@pytest.mark.skipif(not HAS_ONEDNN_LINEAR, reason="this torch build has no oneDNN linear")
+@pytest.mark.parametrize("name", ["swin", "lsla"])
+def test_window_attention_runs_images_in_groups_with_the_same_result(small_threshold, name):
+    torch.manual_seed(0)
+    attn = variants.create(name, dim=32, num_heads=2, window_size=4, shift_size=2).eval()
+    x = torch.randn(6, 8, 8, 32)  # input projection: 64 tokens x 96 (Swin) or 32 (LSLA) floats
+    with torch.inference_mode():
+        grouped = attn(x)
+        whole = torch.cat([attn(x[i : i + 1]) for i in range(6)])  # each image alone: whole
+    torch.testing.assert_close(grouped, whole, rtol=1e-6, atol=1e-6)
+    # Swin's input projection: 24 KB an image, 144 KB in all, so groups of one image (the
+    # nearest to 16 KB), each with its two linears; LSLA's: 8 KB an image, 48 KB, all at once
+    linears = _ops(lambda: attn(x)).count("mkldnn::_linear_pointwise")
+    assert linears == (2 * 6 if name == "swin" else 2)

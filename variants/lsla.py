@@ -42,7 +42,8 @@ from torch import Tensor, nn
 
 from variants._config import Range, validate
 from variants._contract import AttentionRecord, AttentionRecorder, Capabilities
-from variants._linear import Linear
+from variants._inference_chunks import rows_per_chunk
+from variants._linear import Linear, onednn_applies
 from variants._lsla_geometry import Geometry, WindowGeometry, valid_queries
 from variants._lsla_kernels import KernelPaths
 from variants._lsla_reference import reference_forward
@@ -166,6 +167,10 @@ class LSLAAttention(WindowGeometry, KernelPaths, AttentionRecorder, nn.Module):
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
         B, H, W, C = x.shape
+        if not torch.jit.is_scripting():
+            images = self._images_per_group(x)
+            if images is not None:
+                return self._forward_in_groups(x, images)
         if self.global_mode:
             geo = Geometry((H, W), None, None, None, None, None)  # tables need no index
             return self._attend(x.reshape(B, H * W, C), geo).view(B, H, W, C)
@@ -192,6 +197,23 @@ class LSLAAttention(WindowGeometry, KernelPaths, AttentionRecorder, nn.Module):
         geo = Geometry(window, self._index(window, x.device), mask, neg, keep, valid)
         out = self._attend(windows, geo)  # [B*nW, N, C]
         return out.view(B, -1, C).index_select(1, scatter).view(B, H, W, C)
+
+    @torch.jit.unused
+    def _images_per_group(self, x: Tensor) -> int | None:
+        """In fp32 CPU inference, images per group where the input projection's map of the whole
+        batch would be mapped fresh (``variants._inference_chunks``; Swin's C -> 3C map at batch
+        16 in stage 1, not LSLA's C -> C one); None: the batch at once."""
+        if self.global_mode or self.recording or not onednn_applies(x):
+            return None
+        in_proj = self.qkv if self.qkv is not None else self.qv if self.qv is not None else self.q
+        assert in_proj is not None
+        per_image = x.element_size() * in_proj.out_features * x.shape[1] * x.shape[2]
+        return rows_per_chunk(x.shape[0], per_image)
+
+    @torch.jit.unused
+    def _forward_in_groups(self, x: Tensor, images: int) -> Tensor:
+        groups = [self.forward(x[i : i + images]) for i in range(0, x.shape[0], images)]
+        return torch.cat(groups)
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys, values as ``[B_, h, N, d]``; keys/values may be X's channel slices."""

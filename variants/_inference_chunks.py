@@ -1,11 +1,14 @@
-"""Row chunks for the largest inference maps on CPU, so that no call maps fresh memory.
+"""Row chunks for the largest inference maps on CPU, so that no call maps fresh memory: the
+MLP's hidden map and the stem's conv1 map (``harness``), the attention's input projection
+(``variants.lsla``, Swin's included).
 
 glibc's malloc serves an allocation above its largest mmap threshold (32 MB on 64-bit) with
 fresh pages every call, and each page faults on first touch: in the VM of 2026-12-05, 1.6 us a
 page, 30 ms for stage 1's 74 MB hidden map at batch 16. Computed in chunks of a few MB that are
 freed and reused, the same maps take no faults and less memory: stage 1's MLP 1.32x at batch 16,
-the conv stem 1.29x (9 interleaved rounds, 1 thread); whole models at batch 16, vit_lsla_t 1.024x
-(IQR 1.021-1.044) and swin_t_ref 1.041x (1.024-1.047), 7 rounds. Below the threshold glibc
+the conv stem 1.29x (9 interleaved rounds, 1 thread); whole models at batch 16, all three
+chunked, vit_lsla_t 1.071x (IQR 1.018-1.084) and swin_t_ref 1.069x (1.046-1.095), 9 rounds.
+Below the threshold glibc
 mostly reuses its memory and chunking only adds a copy (0.87-0.99x), so maps below it run
 whole: at batch 4 and 224 px no map is chunked.
 """
@@ -21,4 +24,5 @@ def rows_per_chunk(rows: int, bytes_per_row: int) -> int | None:
     None: run it whole."""
     if rows * bytes_per_row <= FRESH_MAP_BYTES:
         return None
-    return max(1, (CHUNK_BYTES + bytes_per_row // 2) // bytes_per_row)
+    chunk = max(1, (CHUNK_BYTES + bytes_per_row // 2) // bytes_per_row)
+    return chunk if chunk < rows else None  # one row above the threshold: nothing to split
