@@ -8,9 +8,8 @@ page, 30 ms for stage 1's 74 MB hidden map at batch 16. Computed in chunks of a 
 freed and reused, the same maps take no faults and less memory: stage 1's MLP 1.32x at batch 16,
 the conv stem 1.29x (9 interleaved rounds, 1 thread); whole models at batch 16, all three
 chunked, vit_lsla_t 1.071x (IQR 1.018-1.084) and swin_t_ref 1.069x (1.046-1.095), 9 rounds.
-Below the threshold glibc
-mostly reuses its memory and chunking only adds a copy (0.87-0.99x), so maps below it run
-whole: at batch 4 and 224 px no map is chunked.
+Below the threshold glibc mostly reuses its memory and chunking only adds a copy (0.87-0.99x),
+so maps below it run whole: at batch 4 and 224 px no map is chunked.
 """
 
 from __future__ import annotations
