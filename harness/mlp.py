@@ -14,7 +14,7 @@ from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
 from harness.light_mlp import GeluLinear
-from variants._inference_chunks import rows_per_chunk
+from variants._inference_chunks import chunked, rows_per_chunk
 from variants._linear import Linear, onednn_applies, onednn_linear
 
 # the forward picks its path at run time, which an FX trace would freeze to the op-by-op one
@@ -44,10 +44,7 @@ class Mlp(TimmMlp):
         rows = rows_per_chunk(flat.shape[0], flat.element_size() * self.fc1.out_features)
         if rows is None:
             return self._onednn_forward(x)
-        out = flat.new_empty(flat.shape[0], self.fc2.out_features)
-        for start in range(0, flat.shape[0], rows):
-            out[start : start + rows] = self._onednn_forward(flat[start : start + rows])
-        return out.view(*x.shape[:-1], -1)
+        return chunked(self._onednn_forward, flat, rows).view(*x.shape[:-1], -1)
 
     @torch.jit.unused
     def _onednn_forward(self, x: Tensor) -> Tensor:

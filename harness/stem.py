@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from harness.light_stem import conv_bn_gelu_conv_train
 from variants._eager import plain_cpu_fp32
-from variants._inference_chunks import rows_per_chunk
+from variants._inference_chunks import chunked, rows_per_chunk
 
 
 def _has_onednn_conv() -> bool:
@@ -90,12 +90,7 @@ class ConvStem(nn.Module):
             pixels = x.shape[2] * x.shape[3] // (c1.stride[0] * c1.stride[1])
             per_image = x.element_size() * c1.out_channels * pixels
             images = rows_per_chunk(x.shape[0], per_image)
-            if images is None:
-                x = self._onednn_convs(x)
-            else:
-                x = torch.cat(
-                    [self._onednn_convs(x[i : i + images]) for i in range(0, len(x), images)]
-                )
+            x = self._onednn_convs(x) if images is None else chunked(self._onednn_convs, x, images)
         else:
             x = self.act(F.conv2d(x, w1, b1, c1.stride, c1.padding))
             x = F.conv2d(x, w2, c2.bias, c2.stride, c2.padding)

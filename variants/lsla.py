@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from variants._config import Range, validate
 from variants._contract import AttentionRecord, AttentionRecorder, Capabilities
-from variants._inference_chunks import rows_per_chunk
+from variants._inference_chunks import chunked, rows_per_chunk
 from variants._linear import Linear, onednn_applies
 from variants._lsla_geometry import Geometry, WindowGeometry, valid_queries
 from variants._lsla_kernels import KernelPaths
@@ -170,7 +170,7 @@ class LSLAAttention(WindowGeometry, KernelPaths, AttentionRecorder, nn.Module):
         if not torch.jit.is_scripting():
             images = self._images_per_group(x)
             if images is not None:
-                return self._forward_in_groups(x, images)
+                return chunked(self.forward, x, images)
         if self.global_mode:
             geo = Geometry((H, W), None, None, None, None, None)  # tables need no index
             return self._attend(x.reshape(B, H * W, C), geo).view(B, H, W, C)
@@ -209,11 +209,6 @@ class LSLAAttention(WindowGeometry, KernelPaths, AttentionRecorder, nn.Module):
         assert in_proj is not None
         per_image = x.element_size() * in_proj.out_features * x.shape[1] * x.shape[2]
         return rows_per_chunk(x.shape[0], per_image)
-
-    @torch.jit.unused
-    def _forward_in_groups(self, x: Tensor, images: int) -> Tensor:
-        groups = [self.forward(x[i : i + images]) for i in range(0, x.shape[0], images)]
-        return torch.cat(groups)
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys, values as ``[B_, h, N, d]``; keys/values may be X's channel slices."""
