@@ -71,7 +71,8 @@ def test_speed_vs_swin(benchmark, device, interleaved_rounds, mode, batch):
     rounds = interleaved_rounds(7)
     warmup = 0 if benchmark.disabled else 2
     cmp = interleaved(fns, "swin_t_ref", device, rounds=rounds, warmup=warmup, threads=1)
-    median = cmp.as_dict()["median_s"]
+    summary = cmp.as_dict()
+    median = summary["median_s"]
     peak = max(2 * GEMM**3 / median[name] for name in gemms)  # the faster library's
     info = dict(kind="speed", mode=mode, batch=batch, rounds_interleaved=rounds)
     info.update(timing_threads=cmp.threads, load_avg=cmp.load_avg_before, gemm_gflops=peak / 1e9)
@@ -84,7 +85,7 @@ def test_speed_vs_swin(benchmark, device, interleaved_rounds, mode, batch):
     if cmp.cpu_s:
         info["speedup_cpu_time_vit_lsla_t"] = cmp.speedup("vit_lsla_t", "cpu")["median"]
     if cmp.page_faults:  # what the allocator costs each model: fresh memory first touched
-        info["page_faults_per_call"] = {k: cmp.as_dict()["median_page_faults"][k] for k in MODELS}
+        info["page_faults_per_call"] = {k: summary["median_page_faults"][k] for k in MODELS}
         info["kernel_ms_per_call"] = {k: 1e3 * statistics.median(cmp.kernel_s[k]) for k in MODELS}
     run_benchmark(benchmark, fns["vit_lsla_t"], device, warmup=0, group=f"speed-{mode}", **info)
 

@@ -4,6 +4,8 @@ No ``from __future__ import annotations`` here: TorchScript reads the signatures
 Python-only methods below as real types.
 """
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from timm.layers import register_notrace_module
@@ -90,15 +92,16 @@ class ConvStem(nn.Module):
             pixels = x.shape[2] * x.shape[3] // (c1.stride[0] * c1.stride[1])
             per_image = x.element_size() * c1.out_channels * pixels
             images = rows_per_chunk(x.shape[0], per_image)
-            x = self._onednn_convs(x) if images is None else chunked(self._onednn_convs, x, images)
+            convs = functools.partial(self._onednn_convs, weights=(w1, b1, w2))
+            x = convs(x) if images is None else chunked(convs, x, images)
         else:
             x = self.act(F.conv2d(x, w1, b1, c1.stride, c1.padding))
             x = F.conv2d(x, w2, c2.bias, c2.stride, c2.padding)
         return self.norm(x.permute(0, 2, 3, 1))
 
     @torch.jit.unused
-    def _onednn_convs(self, x: Tensor) -> Tensor:
-        w1, b1, w2 = self._folded_weights()
+    def _onednn_convs(self, x: Tensor, weights: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        w1, b1, w2 = weights  # the folded ones, looked up once per forward
         x = _onednn_conv(x, w1, b1, self.conv1, gelu=True)
         return _onednn_conv(x, w2, self.conv2.bias, self.conv2, gelu=False)
 

@@ -205,9 +205,8 @@ class LSLAAttention(WindowGeometry, KernelPaths, AttentionRecorder, nn.Module):
         16 in stage 1, not LSLA's C -> C one); None: the batch at once."""
         if self.global_mode or self.recording or not onednn_applies(x):
             return None
-        in_proj = self.qkv if self.qkv is not None else self.qv if self.qv is not None else self.q
-        assert in_proj is not None
-        per_image = x.element_size() * in_proj.out_features * x.shape[1] * x.shape[2]
+        projected = getattr(self, self.proj_name).out_features  # channels of the map
+        per_image = x.element_size() * projected * x.shape[1] * x.shape[2]
         return rows_per_chunk(x.shape[0], per_image)
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
