@@ -11,6 +11,8 @@ import argparse
 import math
 from pathlib import Path
 
+import pytest
+
 
 def pytest_addoption(parser):
     parser.addoption(
@@ -28,6 +30,15 @@ def pytest_addoption(parser):
     )
 
 
+def _fix_allocator() -> None:
+    from harness import allocator
+
+    try:
+        allocator.use(allocator.from_env())
+    except ValueError as exc:  # a bad LSLA_MALLOC: one line, no traceback
+        raise pytest.UsageError(str(exc)) from None
+
+
 def _whole_number(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1 (got {text!r}), e.g. 15")
@@ -36,9 +47,13 @@ def _whole_number(text: str) -> int:
 
 def pytest_configure(config):
     """``--benchmark`` switches pytest-benchmark to benchmarks only (its own configure runs
-    last); create the folder of ``--benchmark-json`` (pytest-benchmark does not)."""
+    last); a timed run fixes the C allocator's policy first (``harness.allocator``, chosen by
+    ``LSLA_MALLOC``); create the folder of ``--benchmark-json`` (pytest-benchmark does not)."""
     if config.getoption("benchmark", False):
         config.option.benchmark_only = True
+    timed = getattr(config.option, "benchmark_only", False)
+    if timed and not getattr(config.option, "benchmark_disable", False):
+        _fix_allocator()
     target = config.getoption("benchmark_json", None)
     if target:
         Path(str(target)).parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +99,7 @@ def _speed_line(info: dict) -> str:
         f"{100 * info['gemm_share_vit_lsla_t']:.0f}% (swin_t_ref "
         f"{100 * info['gemm_share_swin_t_ref']:.0f}%, peak {info['gemm_gflops']:.0f} GFLOP/s)"
         + _faults(info)
+        + (f"; allocator {info['allocator']}" if info.get("allocator") else "")
     )
 
 

@@ -17,6 +17,7 @@ import statistics
 import pytest
 import torch
 
+from harness import allocator
 from harness.timing import time_call
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -65,6 +66,7 @@ def run_benchmark(benchmark, fn, device: torch.device, warmup: int = 2, **info):
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         torch=torch.__version__,
         threads=torch.get_num_threads(),
+        allocator=allocator.describe(),
     )
     result = benchmark(fn)
     if device.type == "cuda":

@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
+        from harness import allocator  # page faults independent of what ran before
+
+        allocator.use(allocator.from_env())
         return int(args.func(args) or 0)
     except (KeyError, ValueError, FileNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

@@ -75,7 +75,7 @@ def compare_arms(
     for i, mode in enumerate(("inference", "train")):
         fns = {arm: b[i] for arm, b in built.items()}
         cmp = interleaved(fns, baseline, device, rounds=rounds, threads=threads)
-        out.update(threads=cmp.threads, load_avg=cmp.load_avg_before)
+        out.update(threads=cmp.threads, load_avg=cmp.load_avg_before, allocator=cmp.allocator)
         medians = cmp.as_dict()
         for arm, stats in out["arms"].items():
             stats[f"{mode}_ms_median"] = 1e3 * medians["median_s"][arm]

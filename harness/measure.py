@@ -18,6 +18,7 @@ import torch
 import torch.utils.flop_counter as flop_counter
 from torch import nn
 
+from harness import allocator
 from harness.identity import git_commit
 from harness.timing import Sample, load_average, time_call
 
@@ -254,6 +255,7 @@ def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
         "git_commit": git_commit(),
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "allocator": allocator.describe(),
     }
     if device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(device)

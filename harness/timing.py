@@ -6,7 +6,9 @@ per-round ratios, never one sequential measurement. On CPU the thread count is p
 process CPU time is taken beside wall time (it shows when other processes stole the cores), with
 its part in the OS kernel and the minor page faults per call (what the memory allocator costs:
 fresh memory first touched, in a VM several microseconds a page), and the load average is
-recorded; on CUDA each call is timed with CUDA events after warm-up.
+recorded, with the C allocator's policy (``harness.allocator``: the harness's commands and
+benchmarks fix it, so that no candidate's page faults depend on what ran before it); on CUDA each
+call is timed with CUDA events after warm-up.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+
+from harness import allocator
 
 if sys.platform != "win32":
     import resource
@@ -101,6 +105,7 @@ class Comparison:
     repeats: int
     load_avg_before: tuple[float, float, float] | None
     load_avg_after: tuple[float, float, float] | None = None
+    allocator: str = ""  # harness.allocator.describe(): what each call's memory came from
     wall_s: dict[str, list[float]] = field(default_factory=dict)
     cpu_s: dict[str, list[float]] = field(default_factory=dict)
     kernel_s: dict[str, list[float]] = field(default_factory=dict)
@@ -148,6 +153,7 @@ def interleaved(
     names = list(candidates)
     with pinned_threads(threads if device.type == "cpu" else None) as used:
         result = Comparison(baseline, str(device), used, rounds, repeats, load_average())
+        result.allocator = allocator.describe()
         for name in names:
             for _ in range(warmup):
                 candidates[name]()

@@ -128,6 +128,8 @@ def _ratio_paragraph(r: pd.Series) -> str:
         )
         if pd.notna(r.get("ratio_cpu_time")):
             how += f"process CPU time ratio {r['ratio_cpu_time']:.2f}×; "
+        if isinstance(r.get("allocator"), str):  # benchmark JSON of 2026-12-05 on
+            how += f"allocator {r['allocator']}; "
     return (
         f"<p><b>vit_lsla_t / timm swin_tiny inference speed on "
         f"{fmt(r.get('device_name'))}: {r['throughput_ratio']:.2f}×</b> "

@@ -82,3 +82,8 @@ def test_speed_headline_states_each_models_page_faults_when_recorded():
     assert line == plain + (
         "; page faults per call (OS-kernel time): vit_lsla_t 2352 (4 ms), swin_tiny 40628 (56 ms)"
     )
+    info["allocator"] = "steady (glibc mmap threshold 32 MB, heap never trimmed)"
+    (with_policy,) = _headline_lines(info)
+    assert (
+        with_policy == line + "; allocator steady (glibc mmap threshold 32 MB, heap never trimmed)"
+    )

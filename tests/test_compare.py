@@ -8,6 +8,7 @@ import json
 import torch
 from torch import nn
 
+from harness import allocator
 from harness.cli import main
 from harness.compare import compare_arms
 from harness.config import load_experiment
@@ -57,7 +58,12 @@ def test_compare_command_writes_arms_json_and_the_report_shows_it(tmp_path, caps
     assert "lsla: inference" in out and "saved activations" in out
     arms = json.loads((tmp_path / "cmp" / "arms.json").read_text())
     assert arms["arms"]["lsla"]["inference_ms_median"] > 0
+    # the command fixed the allocator before timing (steady unless LSLA_MALLOC says), and says so
+    assert arms["allocator"] == allocator.describe()
+    if allocator.from_env() == "steady" and allocator._glibc() is not None:
+        assert arms["allocator"].startswith("steady")
     page = build(tmp_path / "cmp")
     assert "Speed and memory between arms (measured together)" in page
     assert "page faults / train step" in page
+    assert f"allocator: {arms['allocator']}." in page
     assert "2 interleaved rounds" in page and "× baseline (IQR)" in page

@@ -320,11 +320,16 @@ def test_report_reads_the_newest_autosaved_benchmark_run(tmp_path, monkeypatch):
     old, new = saved / "0001_old.json", saved / "0002_new.json"
     old.write_text(json.dumps(_ratio_bench(1.11)))
     new.write_text(
-        json.dumps(_ratio_bench(1.22, rounds_interleaved=7, ratio_q1=1.2, ratio_q3=1.25))
+        json.dumps(
+            _ratio_bench(
+                1.22, rounds_interleaved=7, ratio_q1=1.2, ratio_q3=1.25, allocator="steady (glibc)"
+            )
+        )
     )
     os.utime(old, (1, 1))  # written long before the newer run
     monkeypatch.chdir(tmp_path)
     page = build(runs)
     assert "1.22×" in page and "1.11×" not in page
     assert "median of 7 interleaved rounds, IQR 1.20–1.25" in page
+    assert "allocator steady (glibc);" in page  # the policy the ratio was measured under
     assert "1.22×" in build(runs, [str(tmp_path / ".benchmarks")])

@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+from harness import allocator
 from harness.timing import interleaved, pinned_threads, time_call
 
 CPU = torch.device("cpu")
@@ -36,6 +37,7 @@ def test_rounds_rotate_the_order_and_ratios_follow_the_times():
     out = cmp.as_dict()
     assert out["threads"] == 1 and set(out["speedup"]) == {"fast"}
     assert out["load_avg_before"] is None or len(out["load_avg_before"]) == 3
+    assert out["allocator"] == allocator.describe()  # the policy each call ran under
 
 
 def test_threads_are_pinned_during_and_restored_after():

@@ -73,6 +73,7 @@ def test_run_writes_a_complete_record(tmp_path):
     assert tp["train"]["page_faults_median"] >= 0 and tp["train"]["kernel_ms_median"] >= 0
     assert record["memory"]["peak_allocated_mb"] is None  # absent cleanly on CPU
     assert record["env"]["torch"] == torch.__version__ and "git_commit" in record["env"]
+    assert record["env"]["allocator"].startswith(("steady", "system"))  # beside the timings
     layers = record["attn_stats"]
     assert len(layers) == 3  # the 1x1 last stage is left out
     assert {"entropy", "self_weight", "mean_distance"} <= set(layers[0])

@@ -31,9 +31,11 @@ def run_task(config: dict[str, Any], marker: str, threads: int) -> dict[str, Any
         )
     import torch
 
+    from harness import allocator
     from harness.config import run_from_dict
     from harness.sweep import work_on
 
+    allocator.use(allocator.from_env())  # as the harness's own commands run
     torch.set_num_threads(threads)
     cfg = run_from_dict(config)
     status = work_on(cfg, log=lambda message: print(message, flush=True))
