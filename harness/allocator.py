@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from functools import lru_cache
 
 POLICIES = ("steady", "system")
 SWITCH = "LSLA_MALLOC"
@@ -29,7 +30,7 @@ MMAP_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit; mallo
 NO_TRIM = (1 << 31) - 1  # mallopt takes an int: the largest, 2 GiB, never reached at the top
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 
-_applied: str | None = None  # the policy this process set, once set (glibc cannot go back)
+_steady = False  # whether this process set the steady policy (glibc cannot go back)
 
 
 def from_env() -> str:
@@ -49,24 +50,22 @@ def use(policy: str) -> str:
 
     Steady cannot be undone within a process (glibc has no call back to its adaptive
     thresholds): asking for system after it is a ValueError saying to start a new process."""
-    global _applied
+    global _steady
     if policy not in POLICIES:
         raise ValueError(f"allocator policy {policy!r}: choose one of {', '.join(POLICIES)}")
-    if policy == "system" and _applied == "steady":
+    if policy == "system" and _steady:
         raise ValueError(
             f"this process already runs the steady allocator policy; start a new process with "
             f"{SWITCH}=system to measure glibc's own"
         )
     libc = _glibc()
-    if policy == "steady" and libc is not None and _applied != "steady":
+    if policy == "steady" and libc is not None and not _steady:  # elsewhere: nothing to set
         if not (
             libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
             and libc.mallopt(_M_TRIM_THRESHOLD, NO_TRIM)
         ):
             raise RuntimeError("glibc refused mallopt's thresholds")  # not a user's error
-        _applied = "steady"
-    elif _applied is None:
-        _applied = policy
+        _steady = True
     return describe()
 
 
@@ -75,12 +74,13 @@ def describe() -> str:
     libc = _glibc()
     if libc is None:
         return "system (not glibc: its own malloc)"
-    if _applied == "steady":
+    if _steady:
         return f"steady (glibc mmap threshold {MMAP_THRESHOLD >> 20} MB, heap never trimmed)"
     tunables = os.environ.get("GLIBC_TUNABLES")
     return f"system (glibc, GLIBC_TUNABLES={tunables})" if tunables else "system (glibc adaptive)"
 
 
+@lru_cache(maxsize=1)
 def _glibc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL(None)

@@ -58,7 +58,7 @@ def _python(code: str, *args: str, **env: str) -> subprocess.CompletedProcess:
 def test_steady_fixes_the_mmap_threshold_and_stops_trimming_once(monkeypatch):
     libc = FakeGlibc()
     monkeypatch.setattr(allocator, "_glibc", lambda: libc)
-    monkeypatch.setattr(allocator, "_applied", None)
+    monkeypatch.setattr(allocator, "_steady", False)
     assert allocator.use("steady").startswith("steady")
     assert libc.calls == [(-3, 32 << 20), (-1, 2**31 - 1)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
     allocator.use("steady")
@@ -68,7 +68,7 @@ def test_steady_fixes_the_mmap_threshold_and_stops_trimming_once(monkeypatch):
 def test_system_leaves_the_allocator_as_found(monkeypatch):
     libc = FakeGlibc()
     monkeypatch.setattr(allocator, "_glibc", lambda: libc)
-    monkeypatch.setattr(allocator, "_applied", None)
+    monkeypatch.setattr(allocator, "_steady", False)
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     assert allocator.use("system") == "system (glibc adaptive)" and libc.calls == []
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1")
