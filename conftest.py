@@ -78,7 +78,7 @@ def _ratio_line(info: dict) -> str:
         + (f"; CPU time {cpu:.2f}x" if cpu is not None else "")
         + f"; vs swin_t_ref {info.get('ratio_vs_swin_t_ref', float('nan')):.2f}x); goal "
         f"{info['goal']}x; batch {info['batch']}, {info['precision']}, "
-        f"{info.get('timing_threads')} thread(s)"
+        f"{info.get('timing_threads')} thread(s)" + _allocator(info)
     )
 
 
@@ -99,8 +99,13 @@ def _speed_line(info: dict) -> str:
         f"{100 * info['gemm_share_vit_lsla_t']:.0f}% (swin_t_ref "
         f"{100 * info['gemm_share_swin_t_ref']:.0f}%, peak {info['gemm_gflops']:.0f} GFLOP/s)"
         + _faults(info)
-        + (f"; allocator {info['allocator']}" if info.get("allocator") else "")
+        + _allocator(info)
     )
+
+
+def _allocator(info: dict) -> str:
+    """``; allocator <policy>`` where the row recorded it (``harness.allocator``)."""
+    return f"; allocator {info['allocator']}" if info.get("allocator") else ""
 
 
 def _faults(info: dict) -> str:

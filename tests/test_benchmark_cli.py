@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from harness import allocator
+
 ROOT = Path(__file__).parents[1]
+GLIBC = allocator._glibc() is not None
 QUICK = ["--benchmark-max-time=0.05", "--benchmark-min-rounds=2", "-p", "no:cacheprovider"]
 
 
@@ -26,6 +29,8 @@ def test_benchmark_flag_prints_the_ratio_and_scaling_lines():
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "vit_lsla_t / timm swin_tiny inference speed on cpu:" in proc.stdout
     assert "median over 2 interleaved rounds (IQR" in proc.stdout and "1 thread(s)" in proc.stdout
+    if GLIBC and allocator.from_env() == "steady":  # the default, fixed before anything is timed
+        assert "thread(s); allocator steady (glibc" in proc.stdout
     assert "scaling of msa on cpu: time ~ tokens^" in proc.stdout
     assert "benchmark 'model-ratio'" in proc.stdout  # groups are pytest-benchmark groups
 
