@@ -48,7 +48,7 @@ class Mlp(TimmMlp):
 
     @torch.jit.unused
     def _onednn_forward(self, x: Tensor) -> Tensor:
-        x = onednn_linear(x, self.fc1.weight, self.fc1.bias, gelu=True)
+        x = onednn_linear(x, self.fc1.weight, self.fc1.bias, gelu=True, packed=True)
         return self.drop2(self.fc2(self.norm(self.drop1(x))))
 
     @torch.jit.unused
