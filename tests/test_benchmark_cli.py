@@ -87,8 +87,16 @@ def test_speed_headline_states_each_models_page_faults_when_recorded():
     assert line == plain + (
         "; page faults per call (OS-kernel time): vit_lsla_t 2352 (4 ms), swin_tiny 40628 (56 ms)"
     )
+    info["speedup_vit_lsla_t_vs_timm_outside_kernel"] = 1.4  # reads the same: not repeated
+    assert _headline_lines(info) == [line]
+    info["speedup_vit_lsla_t_vs_timm_outside_kernel"] = 1.33
+    (outside,) = _headline_lines(info)
+    assert outside == line.replace(
+        "vs timm swin_tiny 1.40x;", "vs timm swin_tiny 1.40x (1.33x outside the OS kernel);"
+    )
     info["allocator"] = "steady (glibc mmap threshold 32 MB, heap never trimmed)"
     (with_policy,) = _headline_lines(info)
     assert (
-        with_policy == line + "; allocator steady (glibc mmap threshold 32 MB, heap never trimmed)"
+        with_policy
+        == outside + "; allocator steady (glibc mmap threshold 32 MB, heap never trimmed)"
     )

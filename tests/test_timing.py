@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mmap
+import statistics
 import sys
 import time
 
@@ -84,4 +85,11 @@ def test_page_faults_of_fresh_memory_are_counted_per_call():
     # 4096 pages of 4 KB, or 8 of 2 MB where the kernel backs the map with huge pages
     assert min(cmp.page_faults["fresh"]) >= 8 > max(cmp.page_faults["idle"])
     assert all(t >= 0 for t in cmp.kernel_s["fresh"])
+    # outside the OS kernel: each round's wall time less its kernel time, ratios from those
+    outside = [w - k for w, k in zip(cmp.wall_s["fresh"], cmp.kernel_s["fresh"], strict=True)]
+    idle = [w - k for w, k in zip(cmp.wall_s["idle"], cmp.kernel_s["idle"], strict=True)]
+    expect = statistics.median(i / f for i, f in zip(idle, outside, strict=True))
+    without_faults = cmp.speedup("fresh", "outside_kernel", over="idle")["median"]
+    assert without_faults == pytest.approx(expect)
+    assert without_faults > cmp.speedup("fresh", over="idle")["median"]  # its faults left out
     assert cmp.as_dict()["median_page_faults"]["fresh"] >= 8
