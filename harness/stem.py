@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from harness.light_stem import conv_bn_gelu_conv_train
 from variants._eager import plain_cpu_fp32
 from variants._inference_chunks import chunked, rows_per_chunk
+from variants._versions import versions
 
 
 def _has_onednn_conv() -> bool:
@@ -107,20 +108,26 @@ class ConvStem(nn.Module):
 
     @torch.jit.unused
     def _folded_weights(self) -> tuple[Tensor, Tensor, Tensor]:
-        """Kept while every tensor they come from is unchanged (same storage and version)."""
+        """Kept while every tensor they come from is unchanged (``variants._versions``; made
+        under inference mode, they keep no version, and are folded every call)."""
         bn = self.bn1
-        sources = (self.conv1.weight, self.conv2.weight, bn.weight, bn.bias)
-        sources += (bn.running_mean, bn.running_var)
-        version = tuple((t.data_ptr(), t._version) for t in sources)
-        if self._folded is None or self._folded[0] != version:
-            with torch.inference_mode(False), torch.no_grad():
-                k = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-                w1 = self.conv1.weight * k.view(-1, 1, 1, 1)
-                b1 = bn.bias - bn.running_mean * k
-                cl = torch.channels_last
-                w2 = self.conv2.weight.contiguous(memory_format=cl)
-                self._folded = (version, (w1.contiguous(memory_format=cl), b1, w2))
-        return self._folded[1]
+        sources = [self.conv1.weight, self.conv2.weight, bn.weight, bn.bias]
+        sources += [bn.running_mean, bn.running_var]
+        version = versions(sources)
+        if version is not None and self._folded is not None and self._folded[0] == version:
+            return self._folded[1]
+        with torch.inference_mode(False), torch.no_grad():
+            k = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            w1 = self.conv1.weight * k.view(-1, 1, 1, 1)
+            b1 = bn.bias - bn.running_mean * k
+            cl = torch.channels_last
+            folded = (
+                w1.contiguous(memory_format=cl),
+                b1,
+                self.conv2.weight.contiguous(memory_format=cl),
+            )
+        self._folded = (version, folded) if version is not None else None
+        return folded
 
 
 def _onednn_conv(x: Tensor, weight: Tensor, bias: Tensor | None, conv: nn.Conv2d, gelu: bool):

@@ -18,6 +18,7 @@ from torch.autograd.function import once_differentiable
 from torch.utils.weak import WeakIdKeyDictionary
 
 from variants._eager import plain_cpu_fp32
+from variants._versions import versions
 
 
 def _has_onednn_linear() -> bool:
@@ -57,7 +58,7 @@ def onednn_linear(
     return out.view(*x.shape[:-1], weight.shape[0])
 
 
-# weight -> (its version counter and storage when packed, the packed copy); an entry goes with
+# weight -> (its storage and version when packed, the packed copy); an entry goes with
 # its weight, and is never pickled or copied with a module
 _PACKED = WeakIdKeyDictionary()
 PACKING_ROWS = 4096  # oneDNN's layout for "many rows"; the same for 64 rows up, measured
@@ -77,12 +78,13 @@ def packed_weight(weight: Tensor) -> Tensor:
     ``load_state_dict``, an in-place op) or is replaced; ``weight.data``'s in-place changes,
     which torch does not count, are not seen (as for the stem's folded weights and the
     attention's kept tables)."""
-    key = (weight._version, weight.data_ptr())
+    key = versions([weight])
     entry = _PACKED.get(weight)
-    if entry is not None and entry[:2] == key:
-        return entry[2]
+    if key is not None and entry is not None and entry[0] == key:
+        return entry[1]
     packed = _reorder(weight.detach(), PACKING_ROWS)
-    _PACKED[weight] = (*key, packed)
+    if key is not None:  # an inference-mode weight keeps no version: packed every call
+        _PACKED[weight] = (key, packed)
     return packed
 
 

@@ -22,6 +22,7 @@ from variants._lsla_core import (
 )
 from variants._lsla_flex import attend_flex
 from variants._lsla_geometry import Geometry, padded_rows
+from variants._versions import versions
 from variants._window import RelPosTable, offset_table, reversed_query_view
 
 
@@ -166,20 +167,20 @@ class KernelPaths:
     @torch.jit.unused
     def _kept(self, geo: Geometry, kind, build):
         """Tables built once per geometry without autograd and kept while the parameters they
-        come from are unchanged (same storage, same version: an optimiser step or a load
-        rebuilds them)."""
+        come from are unchanged (``variants._versions``: an optimiser step or a load rebuilds
+        them; parameters made under inference mode, which keep no version, every call)."""
         tables = [t for t in (self.dyn_scale, self.inner_bias, self.outer_bias) if t is not None]
-        params = [t.relative_position_bias_table for t in tables]
-        version = tuple((p.data_ptr(), p._version) for p in params)
+        version = versions([t.relative_position_bias_table for t in tables])
         neg_at = geo.neg.data_ptr() if geo.neg is not None else 0
         assert geo.index is not None
         key = (kind, geo.index.data_ptr(), neg_at)
         hit = self._cache.get(key)
-        if hit is not None and hit[0] == version:
+        if version is not None and hit is not None and hit[0] == version:
             return hit[1]
         with torch.inference_mode(False), torch.no_grad():
             built = build()
-        self._cache[key] = (version, built)
+        if version is not None:
+            self._cache[key] = (version, built)
         return built
 
     @torch.jit.unused
