@@ -108,3 +108,16 @@ def test_training_reads_the_plain_weight(monkeypatch):
     with torch.no_grad():  # no_grad is inference too
         layer(torch.randn(4, 16))
     assert len(packs) == 1
+
+
+def test_a_weight_made_under_inference_mode_is_read_plain(monkeypatch):
+    """No version counter to tell a change by: never kept, and not packed every call either."""
+    packs = _reorders(monkeypatch)
+    with torch.inference_mode():
+        layer = Linear(16, 16)
+        x = torch.randn(4, 16)
+        first = layer(x)
+        layer.weight.mul_(2.0)  # in place, uncounted
+        assert torch.equal(layer(x), _plain_onednn(x, layer))
+        assert not torch.equal(layer(x), first)
+    assert packs == []
