@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from harness.light_stem import conv_bn_gelu_conv_train
 from variants._eager import plain_cpu_fp32
 from variants._inference_chunks import chunked, rows_per_chunk
-from variants._versions import versions
+from variants._versions import kept
 
 
 def _has_onednn_conv() -> bool:
@@ -43,7 +43,7 @@ class ConvStem(nn.Module):
         self.act = nn.GELU()
         self.conv2 = nn.Conv2d(dim // 2, dim, 3, stride=2, padding=1)
         self.norm = nn.LayerNorm(dim)
-        self._folded: tuple | None = None  # inference weights (see _folded_weights)
+        self._folded: dict = {}  # inference weights (see _folded_weights)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, C, H, W] -> [B, H/4, W/4, dim]
         if not torch.jit.is_scripting() and self._inference():
@@ -113,21 +113,15 @@ class ConvStem(nn.Module):
         bn = self.bn1
         sources = [self.conv1.weight, self.conv2.weight, bn.weight, bn.bias]
         sources += [bn.running_mean, bn.running_var]
-        version = versions(sources)
-        if version is not None and self._folded is not None and self._folded[0] == version:
-            return self._folded[1]
-        with torch.inference_mode(False), torch.no_grad():
-            k = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            w1 = self.conv1.weight * k.view(-1, 1, 1, 1)
-            b1 = bn.bias - bn.running_mean * k
-            cl = torch.channels_last
-            folded = (
-                w1.contiguous(memory_format=cl),
-                b1,
-                self.conv2.weight.contiguous(memory_format=cl),
-            )
-        self._folded = (version, folded) if version is not None else None
-        return folded
+        return kept(self._folded, "weights", sources, self._fold)
+
+    @torch.jit.unused
+    def _fold(self) -> tuple[Tensor, Tensor, Tensor]:
+        bn, cl = self.bn1, torch.channels_last
+        k = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        w1 = self.conv1.weight * k.view(-1, 1, 1, 1)
+        b1 = bn.bias - bn.running_mean * k
+        return w1.contiguous(memory_format=cl), b1, self.conv2.weight.contiguous(memory_format=cl)
 
 
 def _onednn_conv(x: Tensor, weight: Tensor, bias: Tensor | None, conv: nn.Conv2d, gelu: bool):

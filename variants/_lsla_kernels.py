@@ -22,7 +22,7 @@ from variants._lsla_core import (
 )
 from variants._lsla_flex import attend_flex
 from variants._lsla_geometry import Geometry, padded_rows
-from variants._versions import versions
+from variants._versions import kept
 from variants._window import RelPosTable, offset_table, reversed_query_view
 
 
@@ -170,18 +170,10 @@ class KernelPaths:
         come from are unchanged (``variants._versions``: an optimiser step or a load rebuilds
         them; parameters made under inference mode, which keep no version, every call)."""
         tables = [t for t in (self.dyn_scale, self.inner_bias, self.outer_bias) if t is not None]
-        version = versions([t.relative_position_bias_table for t in tables])
         neg_at = geo.neg.data_ptr() if geo.neg is not None else 0
         assert geo.index is not None
         key = (kind, geo.index.data_ptr(), neg_at)
-        hit = self._cache.get(key)
-        if version is not None and hit is not None and hit[0] == version:
-            return hit[1]
-        with torch.inference_mode(False), torch.no_grad():
-            built = build()
-        if version is not None:
-            self._cache[key] = (version, built)
-        return built
+        return kept(self._cache, key, [t.relative_position_bias_table for t in tables], build)
 
     @torch.jit.unused
     def _combine_tables(self, geo: Geometry, dtype: torch.dtype) -> Tables:
