@@ -130,8 +130,15 @@ def _global_line(info: dict) -> str:
         f"global attention at {info['img_size']} px, vit_lsla_t / swin_t_ref time: "
         f"{_interleaved(info['time_ratio_vit_lsla_t_vs_swin_t_ref'], info)}, goal <= 2; "
         f"peak {info['peak_mb_vit_lsla_t']:.0f} vs {info['peak_mb_swin_t_ref']:.0f} MB "
-        "(goal: no more than Swin's)"
+        f"(goal: no more than Swin's){_kernels(info)}"
     )
+
+
+def _kernels(info: dict) -> str:
+    """``; kernels: name k+k, ...`` where the row recorded which kernels each model ran."""
+    kernels = info.get("kernels") or {}
+    each = (f"{name} {'+'.join(used) or 'unrecorded'}" for name, used in kernels.items())
+    return "; kernels: " + ", ".join(each) if kernels else ""
 
 
 def headline_lines(benchmarks) -> list[str]:

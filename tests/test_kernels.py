@@ -92,3 +92,27 @@ def test_kernel_explicit_with_a_fused_switch_on_is_one_clear_error():
     assert "\n" not in message
     with pytest.raises(ConfigError, match="model.kernel='fast' is not valid"):
         _run_config("model.kernel='fast'")
+
+
+def test_global_attention_with_a_bias_takes_the_chunked_core_in_cpu_inference():
+    """SDPA would need the bias as an ``[h, L, L]`` tensor; the core reads views of the table.
+    Without a bias (``msa``), or under autograd, SDPA stays the choice."""
+    torch.manual_seed(0)
+    swin = away_from_init(variants.create("swin_global", 32, 2, 4).eval())
+    x = torch.randn(2, 9, 10, 32)
+    with torch.inference_mode():
+        core = swin(x)
+    assert swin.kernels_used == {"explicit"}
+    swin.kernels_used.clear()
+    with torch.no_grad():
+        swin._global_core_applies = lambda q, geo: False  # the choice before this rule
+        sdpa = swin(x)
+    assert swin.kernels_used == {"sdpa"}
+    torch.testing.assert_close(core, sdpa, rtol=1e-5, atol=1e-5)
+    del swin._global_core_applies
+    swin.kernels_used.clear()
+    swin(x).sum().backward()
+    msa = variants.create("msa", 32, 2, 4).eval()
+    with torch.inference_mode():
+        msa(x)
+    assert swin.kernels_used == {"sdpa"} and msa.kernels_used == {"sdpa"}

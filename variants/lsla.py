@@ -229,7 +229,11 @@ class LSLAAttention(WindowGeometry, KernelPaths, AttentionRecorder, nn.Module):
         if not torch.jit.is_scripting() and self._cpu_kernel_applies(q, geo):
             self.kernels_used.add("fused_cpu")
             out = self._cpu_fused(q, k, v, geo)
-        elif self.fused and not self.recording:
+        elif (
+            self.fused
+            and not self.recording
+            and (torch.jit.is_scripting() or not self._global_core_applies(q, geo))
+        ):
             if not torch.jit.is_scripting():
                 self.kernels_used.add("sdpa")
             bias = self._additive_bias(geo, B_)  # fp32 [B_ or 1, h, N, N]
