@@ -84,6 +84,19 @@ def test_table_over_a_grid_equals_the_indexed_gather(h, w, m):
     assert torch.equal(table(None, (h, w)), expected)
 
 
+@given(h=st.integers(1, 9), w=st.integers(1, 9), m=st.integers(1, 5))
+def test_table_over_a_grid_has_the_indexed_gathers_gradient(h, w, m):
+    """Training in global mode learns the table through the grid's build, as through the gather."""
+    table = RelPosTable(m, 2)
+    weight = torch.randn(2, h * w, h * w)
+    grads = []
+    for index in (None, relative_position_index((h, w), m)):
+        table.zero_grad()
+        (table(index, (h, w)) * weight).sum().backward()
+        grads.append(table.relative_position_bias_table.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-5)
+
+
 @given(h=st.integers(1, 12), w=st.integers(1, 12), m=st.integers(1, 5), data=st.data())
 def test_window_order_is_roll_pad_partition_and_back(h, w, m, data):
     """One gather does timm's roll(-shift), zero padding and partition; one more undoes them."""
