@@ -136,7 +136,7 @@ def _global_line(info: dict) -> str:
 
 def _kernels(info: dict) -> str:
     """``; kernels: name k+k, ...`` where the row recorded which kernels each model ran."""
-    kernels = info.get("kernels") or {}
+    kernels = info.get("attention_kernels") or {}
     each = (f"{name} {'+'.join(used) or 'unrecorded'}" for name, used in kernels.items())
     return "; kernels: " + ", ".join(each) if kernels else ""
 

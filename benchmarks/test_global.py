@@ -50,5 +50,5 @@ def test_global_mode_448px(benchmark, device, interleaved_rounds):
     info["time_ratio_vit_lsla_t_vs_swin_t_ref"] = [time_ratio[k] for k in ("median", "q1", "q3")]
     info.update({f"peak_mb_{k}": v / 2**20 for k, v in peak.items()})
     info["median_s"] = cmp.as_dict()["median_s"]
-    info["kernels"] = {name: model.attention_kernels() for name, (model, _) in models.items()}
+    info["attention_kernels"] = {name: m.attention_kernels() for name, (m, _) in models.items()}
     run_benchmark(benchmark, fns["vit_lsla_t"], device, warmup=0, group="global", **info)

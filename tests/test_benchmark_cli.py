@@ -66,7 +66,7 @@ def test_global_mode_headline_states_time_ratio_peaks_and_goals():
         "3 interleaved rounds, 1 thread(s)), goal <= 2; peak 187 vs 3665 MB (goal: no more "
         "than Swin's)"
     )
-    info["kernels"] = {"vit_lsla_t": ["explicit"], "swin_t_ref": ["explicit", "sdpa"]}
+    info["attention_kernels"] = {"vit_lsla_t": ["explicit"], "swin_t_ref": ["explicit", "sdpa"]}
     (line,) = _headline_lines(info)
     assert line.endswith("; kernels: vit_lsla_t explicit, swin_t_ref explicit+sdpa")
 

@@ -73,7 +73,7 @@ class KernelPaths:
         """Global attention with a relative bias in CPU inference: the explicit core, a few
         query rows at a time over views of the tables, where SDPA would need the bias as an
         ``[h, L, L]`` tensor (1.9 GB per layer at 448 px, most of its time spent building it):
-        swin_t_ref's global forward at 448 px took 4.6 s this way against 43.8 s through SDPA."""
+        swin_t_ref's global forward at 448 px ran 9.2x as fast this way (3 interleaved rounds)."""
         return (
             geo.index is None
             and self.inner_bias is not None
