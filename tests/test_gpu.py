@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -71,6 +72,25 @@ def test_flex_is_the_automatic_choice_on_cuda():
     m = variants.create("lsla", 48, 3, 7, 3).cuda()
     m(torch.randn(2, 14, 14, 48, device="cuda")).sum().backward()
     assert m.kernels_used == {"flex"}
+
+
+def test_flex_stays_compiled_through_training_and_evaluation():
+    """Several batch sizes, with and without autograd, in bf16: flex keeps its graphs."""
+    from tests.test_flex_compiles import SHIFTED  # noqa: PLC0415
+    from variants import _lsla_flex  # noqa: PLC0415
+
+    model = models.create("vit_lsla_micro", num_classes=10, **SHIFTED).cuda()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", ".*flex_attention")  # run eager, or given up
+        for batch, train in ((4, True), (3, True), (5, False), (4, False)):
+            model.train(train)
+            x = torch.randn(batch, 3, 64, 64, device="cuda")
+            with torch.set_grad_enabled(train), torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = model(x).float().logsumexp(-1).mean()
+            if train:
+                loss.backward()
+    kernels = {k for m in model.modules() for k in getattr(m, "kernels_used", ())}
+    assert kernels == {"flex"} and _lsla_flex.usable()
 
 
 @pytest.mark.parametrize("autocast", [False, True])

@@ -5,27 +5,74 @@
 S, B_i and the shift mask enter as a ``score_mod`` (flex differentiates through the captured
 tables, so S and B_i learn); the outer bias, applied after the softmax, is the separate product
 ``B_o V``. ``P * (1 + B_o)`` needs P itself and stays on the explicit path. Outside a
-``torch.compile`` graph, flex runs compiled (once per shape); eager flex would materialise the
-scores and gain nothing.
+``torch.compile`` graph, flex runs compiled; eager flex would materialise the scores and gain
+nothing. Compiled with dynamic shapes after the first (torch's automatic dynamic): one vit_lsla_t
+forward takes 7 graphs (4 stages, shifted or not), a second batch size 2 more, later ones none,
+where static shapes took 7 per batch size and hit dynamo's limit of 8 at the second one, after
+which flex ran eager, unfused, while the layers recorded "flex". The graphs are counted apart
+from the user's (``isolate_recompiles``), up to ``RECOMPILE_LIMIT``. Past it, or where compiling
+fails, ``FlexGaveUp`` is raised with one warning and flex is off for the process: the layers
+take (and record) the explicit path.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
+RECOMPILE_LIMIT = 64  # graphs of this region: several presets, train and eval, bf16 and fp32
+BACKEND = "inductor"  # tests count graphs with "eager", which compiles in milliseconds
 _compiled = None
+_gave_up = False
+
+
+class FlexGaveUp(RuntimeError):
+    """flex_attention's compiled graphs ran out, or it failed to compile: the explicit path."""
+
+
+def usable() -> bool:
+    """False once flex has given up in this process."""
+    return not _gave_up
 
 
 def _flex():
-    global _compiled  # noqa: PLW0603  (one compiled kernel per process, built on first use)
+    global _compiled  # noqa: PLW0603  (one compiled region per process, built on first use)
     from torch.nn.attention.flex_attention import flex_attention  # noqa: PLC0415
 
     if torch.compiler.is_compiling():
         return flex_attention  # traced by the enclosing graph
     if _compiled is None:
-        _compiled = torch.compile(flex_attention, dynamic=False)
+        _compiled = torch.compile(
+            flex_attention, backend=BACKEND, fullgraph=True,  # fullgraph: fail, never run eager
+            recompile_limit=RECOMPILE_LIMIT, isolate_recompiles=True,
+        )  # fmt: skip
     return _compiled
+
+
+def _run(flex, *args, **kwargs) -> Tensor:
+    """flex's output, or ``FlexGaveUp`` (one warning, flex off for the process) where its graphs
+    ran out or it failed to compile."""
+    global _gave_up  # noqa: PLW0603  (once flex has given up, it stays off in this process)
+    from torch._dynamo.exc import FailOnRecompileLimitHit, TorchDynamoException  # noqa: PLC0415
+
+    try:
+        return flex(*args, **kwargs)
+    except FailOnRecompileLimitHit as e:
+        why, cause = f"compiled {RECOMPILE_LIMIT} graphs, its limit (RECOMPILE_LIMIT)", e
+    except TorchDynamoException as e:  # the backend's compiler failed, or dynamo could not trace
+        inner = getattr(e, "inner_exception", e)  # the backend's own error
+        first_line = (str(inner).strip().splitlines() or [""])[0]
+        why, cause = f"failed to compile ({type(inner).__name__}: {first_line})", e
+    _gave_up = True
+    warnings.warn(
+        f"variants._lsla_flex: flex_attention {why}; LSLA layers take the explicit path from "
+        "here on, recorded as 'explicit' in attention_kernels. To keep flex, raise "
+        "RECOMPILE_LIMIT or use fewer shapes; for every arm alike, [model] kernel = 'explicit'.",
+        stacklevel=3,
+    )
+    raise FlexGaveUp from cause
 
 
 def attend_flex(
@@ -52,7 +99,7 @@ def attend_flex(
             score = score + neg[b % nW, q_idx, kv_idx]
         return score
 
-    out = _flex()(q, k, v, score_mod=score_mod, scale=1.0 if scale is not None else None)
+    out = _run(_flex(), q, k, v, score_mod=score_mod, scale=1.0 if scale is not None else None)
     if outer is None:
         return out
     B_ = q.shape[0]

@@ -11,7 +11,7 @@ views in global attention.
 import torch
 from torch import Tensor
 
-from variants import _lsla_cpu
+from variants import _lsla_cpu, _lsla_flex
 from variants._eager import plain_cpu_fp32
 from variants._lsla_core import (
     LSLACore,
@@ -20,7 +20,7 @@ from variants._lsla_core import (
     attend_no_grad,
     outer_term,
 )
-from variants._lsla_flex import attend_flex
+from variants._lsla_flex import FlexGaveUp, attend_flex
 from variants._lsla_geometry import Geometry, padded_rows
 from variants._versions import kept
 from variants._window import RelPosTable, offset_table, reversed_query_view
@@ -38,15 +38,25 @@ class KernelPaths:
             and not self.recording
             and not (self.training and self.attn_drop.p > 0)
             and not torch.compiler.is_exporting()
+            and _lsla_flex.usable()
         )
 
     @torch.jit.unused
     def _flex(self, q: Tensor, k: Tensor, v: Tensor, geo: Geometry) -> Tensor:
+        """flex_attention, recorded as "flex"; the explicit path once flex has given up."""
         at = (geo.index, geo.grid)
         scale = self.dyn_scale(*at) if self.dyn_scale is not None else None
         inner = self.inner_bias(*at) if self.inner_bias is not None else None
         outer = outer_term(*self._outer_parts(geo), outer_mul=False)  # B_o where it applies
-        return attend_flex(q, k, v, scale, inner, geo.neg, outer, self.scale_div)
+        try:
+            out = attend_flex(q, k, v, scale, inner, geo.neg, outer, self.scale_div)
+        except FlexGaveUp:
+            self.kernels_used.add("explicit")
+            if self._core_applies(q):
+                return self._explicit_core(q, k, v, geo)
+            return self._explicit(q, k, v, self._additive_bias(geo, q.shape[0]), geo)
+        self.kernels_used.add("flex")
+        return out
 
     @torch.jit.unused
     def _outer_parts(self, geo: Geometry) -> tuple[Tensor | None, Tensor | None]:

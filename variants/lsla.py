@@ -242,8 +242,7 @@ class LSLAAttention(WindowGeometry, KernelPaths, AttentionRecorder, nn.Module):
             p = self.attn_drop.p if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
         elif not torch.jit.is_scripting() and self._flex_applies(q):
-            self.kernels_used.add("flex")
-            out = self._flex(q, k, v, geo)
+            out = self._flex(q, k, v, geo)  # records "flex", or "explicit" where flex gave up
         elif not torch.jit.is_scripting() and self._core_applies(q):
             self.kernels_used.add("explicit")
             out = self._explicit_core(q, k, v, geo)
