@@ -101,3 +101,22 @@ def test_flex_gives_way_to_the_explicit_path_where_it_fails_to_compile(flex_regi
     assert set().union(*(layer.kernels_used for layer in layers)) == {"explicit"}
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
     assert not _lsla_flex.usable()
+
+
+def test_an_older_torch_gets_its_process_wide_limit_raised(monkeypatch):
+    """torch before 2.14 has no per-region limit: flex's graphs count against dynamo's global
+    one (8 by default), which is raised to RECOMPILE_LIMIT, never lowered."""
+    from torch._dynamo import config  # noqa: PLC0415
+
+    def old_compile(model, *, fullgraph=False, dynamic=None, backend="inductor"):
+        return model
+
+    monkeypatch.setattr(config, "cache_size_limit", 8)
+    assert _lsla_flex.region_options(old_compile) == {}
+    assert config.cache_size_limit == _lsla_flex.RECOMPILE_LIMIT
+    monkeypatch.setattr(config, "cache_size_limit", 1000)
+    _lsla_flex.region_options(old_compile)
+    assert config.cache_size_limit == 1000
+    assert _lsla_flex.region_options(torch.compile) == dict(
+        recompile_limit=_lsla_flex.RECOMPILE_LIMIT, isolate_recompiles=True
+    )

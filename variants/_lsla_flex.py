@@ -17,6 +17,7 @@ take (and record) the explicit path.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import torch
@@ -43,25 +44,39 @@ def _flex():
 
     if torch.compiler.is_compiling():
         return flex_attention  # traced by the enclosing graph
-    if _compiled is None:
-        _compiled = torch.compile(
-            flex_attention, backend=BACKEND, fullgraph=True,  # fullgraph: fail, never run eager
-            recompile_limit=RECOMPILE_LIMIT, isolate_recompiles=True,
-        )  # fmt: skip
+    if _compiled is None:  # fullgraph: past the limit fail (and give up), never run eager
+        options = region_options(torch.compile)
+        _compiled = torch.compile(flex_attention, backend=BACKEND, fullgraph=True, **options)
     return _compiled
+
+
+def region_options(compile_fn) -> dict:
+    """``compile_fn``'s own limit for this region where it takes one (torch 2.14.1 does); an
+    older torch counts every compiled function together, so its process-wide limit is raised
+    (never lowered) to ``RECOMPILE_LIMIT``."""
+    params = inspect.signature(compile_fn).parameters
+    if "recompile_limit" in params and "isolate_recompiles" in params:
+        return dict(recompile_limit=RECOMPILE_LIMIT, isolate_recompiles=True)
+    from torch._dynamo import config  # noqa: PLC0415
+
+    config.cache_size_limit = max(config.cache_size_limit, RECOMPILE_LIMIT)
+    return {}
 
 
 def _run(flex, *args, **kwargs) -> Tensor:
     """flex's output, or ``FlexGaveUp`` (one warning, flex off for the process) where its graphs
     ran out or it failed to compile."""
     global _gave_up  # noqa: PLW0603  (once flex has given up, it stays off in this process)
-    from torch._dynamo.exc import FailOnRecompileLimitHit, TorchDynamoException  # noqa: PLC0415
+    from torch._dynamo import exc  # noqa: PLC0415
 
+    limit_hit = getattr(exc, "FailOnRecompileLimitHit", None) or getattr(  # older torch's name
+        exc, "FailOnCacheLimitHit", ()
+    )
     try:
         return flex(*args, **kwargs)
-    except FailOnRecompileLimitHit as e:
+    except limit_hit as e:
         why, cause = f"compiled {RECOMPILE_LIMIT} graphs, its limit (RECOMPILE_LIMIT)", e
-    except TorchDynamoException as e:  # the backend's compiler failed, or dynamo could not trace
+    except exc.TorchDynamoException as e:  # the backend failed to compile, or dynamo to trace
         inner = getattr(e, "inner_exception", e)  # the backend's own error
         first_line = (str(inner).strip().splitlines() or [""])[0]
         why, cause = f"failed to compile ({type(inner).__name__}: {first_line})", e
