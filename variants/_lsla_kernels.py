@@ -51,12 +51,17 @@ class KernelPaths:
         try:
             out = attend_flex(q, k, v, scale, inner, geo.neg, outer, self.scale_div)
         except FlexGaveUp:
-            self.kernels_used.add("explicit")
-            if self._core_applies(q):
-                return self._explicit_core(q, k, v, geo)
-            return self._explicit(q, k, v, self._additive_bias(geo, q.shape[0]), geo)
+            return self._explicit_any(q, k, v, geo)
         self.kernels_used.add("flex")
         return out
+
+    @torch.jit.unused
+    def _explicit_any(self, q: Tensor, k: Tensor, v: Tensor, geo: Geometry) -> Tensor:
+        """The explicit path, recorded as such: the core where it applies, else op by op."""
+        self.kernels_used.add("explicit")
+        if self._core_applies(q):
+            return self._explicit_core(q, k, v, geo)
+        return self._explicit(q, k, v, self._additive_bias(geo, q.shape[0]), geo)
 
     @torch.jit.unused
     def _outer_parts(self, geo: Geometry) -> tuple[Tensor | None, Tensor | None]:

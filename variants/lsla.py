@@ -243,12 +243,9 @@ class LSLAAttention(WindowGeometry, KernelPaths, AttentionRecorder, nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
         elif not torch.jit.is_scripting() and self._flex_applies(q):
             out = self._flex(q, k, v, geo)  # records "flex", or "explicit" where flex gave up
-        elif not torch.jit.is_scripting() and self._core_applies(q):
-            self.kernels_used.add("explicit")
-            out = self._explicit_core(q, k, v, geo)
+        elif not torch.jit.is_scripting():
+            out = self._explicit_any(q, k, v, geo)
         else:
-            if not torch.jit.is_scripting():
-                self.kernels_used.add("explicit")
             out = self._explicit(q, k, v, self._additive_bias(geo, B_), geo)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B_, N, C)))
 
