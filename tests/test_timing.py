@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from harness import allocator
-from harness.timing import interleaved, pinned_threads, time_call
+from harness.timing import Comparison, interleaved, pinned_threads, time_call
 
 CPU = torch.device("cpu")
 
@@ -91,5 +91,15 @@ def test_page_faults_of_fresh_memory_are_counted_per_call():
     expect = statistics.median(i / f for i, f in zip(idle, outside, strict=True))
     without_faults = cmp.speedup("fresh", "outside_kernel", over="idle")["median"]
     assert without_faults == pytest.approx(expect)
-    assert without_faults > cmp.speedup("fresh", over="idle")["median"]  # its faults left out
     assert cmp.as_dict()["median_page_faults"]["fresh"] >= 8
+
+
+def test_outside_kernel_leaves_each_rounds_kernel_time_out():
+    """Given times, not measured ones: getrusage splits CPU time into user and kernel by tick
+    samples, so over a call of a few milliseconds the kernel part can exceed the wall time (in
+    one CI run, 2 rounds of a 16 MB first touch gave a median ratio of -32.9)."""
+    cmp = Comparison("idle", "cpu", threads=1, rounds=3, repeats=1, load_avg_before=None)
+    cmp.wall_s = {"idle": [1.0, 1.0, 1.0], "fresh": [4.0, 5.0, 6.0]}
+    cmp.kernel_s = {"idle": [0.0, 0.0, 0.5], "fresh": [3.0, 3.0, 3.0]}
+    assert cmp.speedup("fresh", over="idle")["median"] == pytest.approx(1 / 5)
+    assert cmp.speedup("fresh", "outside_kernel", over="idle")["median"] == pytest.approx(1 / 2)
