@@ -106,7 +106,9 @@ def _speed_line(info: dict) -> str:
 def _outside_kernel(info: dict) -> str:
     """`` (r outside the OS kernel)`` where that ratio was recorded and reads otherwise."""
     outside = info.get("speedup_vit_lsla_t_vs_timm_outside_kernel")
-    if outside is None or f"{outside:.2f}" == f"{info['speedup_vit_lsla_t_vs_timm']:.2f}":
+    if outside is None or math.isnan(outside):  # NaN: no round with a positive time outside
+        return ""
+    if f"{outside:.2f}" == f"{info['speedup_vit_lsla_t_vs_timm']:.2f}":
         return ""
     return f" ({outside:.2f}x outside the OS kernel)"
 

@@ -13,6 +13,7 @@ call is timed with CUDA events after warm-up.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import sys
@@ -83,6 +84,9 @@ def _usage() -> tuple[float, int] | None:
     return usage.ru_stime, usage.ru_minflt
 
 
+_SPREAD_KEYS = ("median", "q1", "q3", "min", "max")
+
+
 def _spread(values: list[float]) -> dict[str, float]:
     q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
     return {
@@ -115,9 +119,12 @@ class Comparison:
         """``over`` time / ``name`` time (``over``: the baseline unless given), round by round:
         above 1 means ``name`` is faster. ``clock``: "wall", "cpu" (process CPU time) or
         "outside_kernel" (wall time less the OS kernel's CPU time: what page faults and other
-        system calls cost left out; CPU only)."""
+        system calls cost left out; CPU only). Rounds where either time is not positive are
+        left out: getrusage's kernel time is tick-sampled, so over a call of a few milliseconds
+        it can exceed the wall time; with none left, every figure is NaN."""
         ref, times = self._times(over or self.baseline, clock), self._times(name, clock)
-        return _spread([b / c for b, c in zip(ref, times, strict=True)])
+        ratios = [b / c for b, c in zip(ref, times, strict=True) if b > 0 and c > 0]
+        return _spread(ratios) if ratios else dict.fromkeys(_SPREAD_KEYS, math.nan)
 
     def _times(self, name: str, clock: str) -> list[float]:
         if clock == "outside_kernel":

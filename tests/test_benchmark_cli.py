@@ -92,6 +92,8 @@ def test_speed_headline_states_each_models_page_faults_when_recorded():
     )
     info["speedup_vit_lsla_t_vs_timm_outside_kernel"] = 1.4  # reads the same: not repeated
     assert _headline_lines(info) == [line]
+    info["speedup_vit_lsla_t_vs_timm_outside_kernel"] = float("nan")  # no round to tell
+    assert _headline_lines(info) == [line]
     info["speedup_vit_lsla_t_vs_timm_outside_kernel"] = 1.33
     (outside,) = _headline_lines(info)
     assert outside == line.replace(

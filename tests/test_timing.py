@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import mmap
 import statistics
 import sys
@@ -103,3 +104,9 @@ def test_outside_kernel_leaves_each_rounds_kernel_time_out():
     cmp.kernel_s = {"idle": [0.0, 0.0, 0.5], "fresh": [3.0, 3.0, 3.0]}
     assert cmp.speedup("fresh", over="idle")["median"] == pytest.approx(1 / 5)
     assert cmp.speedup("fresh", "outside_kernel", over="idle")["median"] == pytest.approx(1 / 2)
+    cmp.kernel_s["fresh"] = [3.0, 5.5, 3.0]  # round 2: more kernel time than wall time
+    outside = cmp.speedup("fresh", "outside_kernel", over="idle")
+    assert outside["median"] == pytest.approx((1 / 1 + 0.5 / 3) / 2)  # rounds 1 and 3 only
+    assert outside["min"] > 0
+    cmp.kernel_s["fresh"] = [4.0, 5.0, 6.0]  # no round left: no figure, not a wrong one
+    assert all(math.isnan(v) for v in cmp.speedup("fresh", "outside_kernel").values())
