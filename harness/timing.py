@@ -84,9 +84,6 @@ def _usage() -> tuple[float, int] | None:
     return usage.ru_stime, usage.ru_minflt
 
 
-_SPREAD_KEYS = ("median", "q1", "q3", "min", "max")
-
-
 def _spread(values: list[float]) -> dict[str, float]:
     q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
     return {
@@ -124,7 +121,7 @@ class Comparison:
         it can exceed the wall time; with none left, every figure is NaN."""
         ref, times = self._times(over or self.baseline, clock), self._times(name, clock)
         ratios = [b / c for b, c in zip(ref, times, strict=True) if b > 0 and c > 0]
-        return _spread(ratios) if ratios else dict.fromkeys(_SPREAD_KEYS, math.nan)
+        return _spread(ratios or [math.nan])
 
     def _times(self, name: str, clock: str) -> list[float]:
         if clock == "outside_kernel":
