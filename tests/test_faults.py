@@ -190,6 +190,24 @@ def test_report_output_errors_and_foreign_bench_json(tmp_path, capsys):
     assert "cannot write the report" in capsys.readouterr().err
 
 
+def _ended_or_stacks(proc, within_s: float) -> tuple[str, str]:
+    """The process's output once it exits; a failure with its threads' stacks (faulthandler,
+    on SIGABRT) if it has not exited within ``within_s``, the process then stopped."""
+    import signal
+    import subprocess
+
+    try:
+        return proc.communicate(timeout=within_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        pytest.fail(f"no exit {within_s:.0f} s after the signal; its stacks:\n{err[-6000:]}")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_ctrl_c_is_one_line_exit_130_and_the_run_resumes_bitwise(tmp_path, signame, code):
@@ -204,7 +222,8 @@ def test_ctrl_c_is_one_line_exit_130_and_the_run_resumes_bitwise(tmp_path, signa
     exp = tmp_path / "exp.toml"
     # 12 epochs: the signal must land before the run ends, even when this process is descheduled
     exp.write_text(TINY.replace("epochs = 3", "epochs = 12") + "throughput = false\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # faulthandler: should the run hang after the signal, SIGABRT makes it print every thread
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     cmd = [sys.executable, "-m", "harness", "sweep", str(exp), "--no-progress"]
     ref = subprocess.run([*cmd, "--out", str(tmp_path / "ref")], cwd=root, env=env, timeout=300)
     assert ref.returncode == 0
@@ -220,7 +239,7 @@ def test_ctrl_c_is_one_line_exit_130_and_the_run_resumes_bitwise(tmp_path, signa
     while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(getattr(signal, signame))
-    out, err = proc.communicate(timeout=120)
+    out, err = _ended_or_stacks(proc, within_s=120)
     assert proc.returncode == code, err[-2000:]
     assert "Traceback" not in err and err.strip().startswith(f"interrupted ({signame}):")
     assert len(err.strip().splitlines()) == 1
