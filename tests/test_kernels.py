@@ -1,7 +1,8 @@
 """Each attention layer's kernel: the automatic choice, what it records, the flex path's maths.
 
 flex_attention is the fused LSLA path on CUDA; on CPU torch compiles it for the forward only, so
-here its forward is checked against the explicit path (``test_gpu.py`` checks the backward).
+here its compiled forward is checked against the explicit path, and its backward through flex's
+eager maths (``test_gpu.py`` checks the compiled backward on CUDA).
 """
 
 from __future__ import annotations
@@ -29,6 +30,46 @@ def test_flex_forward_equals_the_explicit_path_on_cpu():
         flex = m(x)
     assert m.kernels_used == {"explicit", "flex"}
     torch.testing.assert_close(flex, explicit, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lsla", "lsla_qkv", "lsla_scale_div", "swin_ds", "swin_outer"])
+@pytest.mark.parametrize("shift", [0, 3])
+def test_flex_gradients_equal_the_explicit_path_through_flex_eager_maths(name, shift, monkeypatch):
+    """The CUDA path's maths under autograd, on CPU: flex's eager reference, whose gradients
+    the compiled CUDA kernels implement, for x and every table (S, B_i learn through the
+    score_mod's captured tables, B_o through the product after). torch refuses flex's backward
+    on CPU at its entry check alone, which is lifted here; Triton's code itself is
+    ``test_gpu.py``'s."""
+    import warnings
+
+    from torch.nn.attention import flex_attention as flex_module
+
+    from variants import _lsla_flex
+
+    monkeypatch.setattr(flex_module, "_validate_device", lambda *tensors: None, raising=False)
+    monkeypatch.setattr(_lsla_flex, "_flex", lambda: flex_module.flex_attention)
+    torch.manual_seed(0)
+    m = away_from_init(variants.create(name, 48, 3, 7, shift))
+    m._cpu_kernel_applies = lambda q, geo: False  # compared with the explicit path
+    x = torch.randn(2, 15, 13, 48)  # padded windows; shifted ones: the mask and masked B_o
+    weights = torch.linspace(-1, 1, x.numel()).view_as(x)
+    results = []
+    for flex in (True, False):
+        m._flex_applies = lambda q, flex=flex: flex
+        m.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # flex's "called without torch.compile"
+            try:
+                y = m(xi)
+            except NotImplementedError as e:  # a torch whose CPU check moved elsewhere
+                pytest.skip(f"flex's backward is refused on CPU by this torch: {e}")
+        (y * weights).sum().backward()
+        results.append([y.detach(), xi.grad, *(p.grad for p in m.parameters())])
+    assert m.kernels_used == {"flex", "explicit"}
+    for a, b in zip(*results, strict=True):
+        assert a is not None and b is not None
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)  # sums of many terms
 
 
 @pytest.mark.parametrize(
