@@ -14,6 +14,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from harness import models
+from tests.kernels import allow_flex_backward_on_cpu
 from variants import _lsla_flex
 from variants._lsla_kernels import KernelPaths
 from variants.lsla import LSLAAttention
@@ -62,6 +63,35 @@ def test_flex_compiles_no_more_graphs_for_a_further_batch_size(flex_region):
     assert seen[0] == 4  # stages 1 and 2, W and SW blocks: different closures and shapes
     assert seen[1] <= seen[0] + 2 and seen[3] == seen[2] == seen[1]
     assert set().union(*(layer.kernels_used for layer in layers)) == {"flex"}
+
+
+def test_flex_keeps_its_graphs_through_training_and_evaluation(flex_region, monkeypatch):
+    """The CUDA test's schedule (several batch sizes, with and without autograd, bf16 autocast)
+    on CPU: training compiles the 4 graphs and 2 for dynamic shapes, evaluation 4 more (grad
+    mode is guarded on), a further batch size in either none; flex never gives up."""
+    import warnings
+
+    allow_flex_backward_on_cpu(monkeypatch)
+    torch.manual_seed(0)
+    model = models.create("vit_lsla_micro", num_classes=10, **SHIFTED)
+    layers = _on_flex(model)
+    seen = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", ".*flex_attention")  # run eager, or given up
+        for batch, train in ((4, True), (3, True), (5, True), (5, False), (4, False), (2, True)):
+            model.train(train)
+            x = torch.randn(batch, 3, 64, 64)
+            with torch.set_grad_enabled(train), torch.autocast("cpu", dtype=torch.bfloat16):
+                try:
+                    loss = model(x).float().logsumexp(-1).mean()
+                except NotImplementedError as e:  # a torch whose CPU check moved elsewhere
+                    pytest.skip(f"flex's backward is refused on CPU by this torch: {e}")
+            if train:
+                loss.backward()
+            seen.append(_graphs())
+    assert seen == [4, 6, 6, 10, 10, 10]
+    assert set().union(*(layer.kernels_used for layer in layers)) == {"flex"}
+    assert _lsla_flex.usable()
 
 
 def test_flex_gives_way_to_the_explicit_path_once_its_graphs_run_out(flex_region, monkeypatch):

@@ -12,7 +12,7 @@ import torch
 
 import variants
 from harness.attn_stats import recording
-from tests.kernels import fused_cpu_or
+from tests.kernels import allow_flex_backward_on_cpu, fused_cpu_or
 from tests.perturb import away_from_init
 from variants.lsla import LSLAAttention
 
@@ -42,12 +42,12 @@ def test_flex_gradients_equal_the_explicit_path_through_flex_eager_maths(name, s
     ``test_gpu.py``'s."""
     import warnings
 
-    from torch.nn.attention import flex_attention as flex_module
+    from torch.nn.attention.flex_attention import flex_attention
 
     from variants import _lsla_flex
 
-    monkeypatch.setattr(flex_module, "_validate_device", lambda *tensors: None, raising=False)
-    monkeypatch.setattr(_lsla_flex, "_flex", lambda: flex_module.flex_attention)
+    allow_flex_backward_on_cpu(monkeypatch)
+    monkeypatch.setattr(_lsla_flex, "_flex", lambda: flex_attention)
     torch.manual_seed(0)
     m = away_from_init(variants.create(name, 48, 3, 7, shift))
     m._cpu_kernel_applies = lambda q, geo: False  # compared with the explicit path
