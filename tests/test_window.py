@@ -86,15 +86,16 @@ def test_table_over_a_grid_equals_the_indexed_gather(h, w, m):
 
 @given(h=st.integers(1, 9), w=st.integers(1, 9), m=st.integers(1, 5))
 def test_table_over_a_grid_has_the_indexed_gathers_gradient(h, w, m):
-    """Training in global mode learns the table through the grid's build, as through the gather."""
-    table = RelPosTable(m, 2)
-    weight = torch.randn(2, h * w, h * w)
+    """Training in global mode learns the table through the grid's build, as through the gather.
+    In float64: each entry's gradient sums up to 6,561 terms, whose fp32 order differs by 4e-5."""
+    table = RelPosTable(m, 2).double()
+    weight = torch.randn(2, h * w, h * w, dtype=torch.float64)
     grads = []
     for index in (None, relative_position_index((h, w), m)):
         table.zero_grad()
         (table(index, (h, w)) * weight).sum().backward()
         grads.append(table.relative_position_bias_table.grad.clone())
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1])
 
 
 @given(h=st.integers(1, 12), w=st.integers(1, 12), m=st.integers(1, 5), data=st.data())
