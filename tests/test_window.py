@@ -87,7 +87,8 @@ def test_table_over_a_grid_equals_the_indexed_gather(h, w, m):
 @given(h=st.integers(1, 9), w=st.integers(1, 9), m=st.integers(1, 5))
 def test_table_over_a_grid_has_the_indexed_gathers_gradient(h, w, m):
     """Training in global mode learns the table through the grid's build, as through the gather.
-    In float64: each entry's gradient sums up to 6,561 terms, whose fp32 order differs by 4e-5."""
+    In float64: each entry's gradient sums up to 6,561 terms, whose two fp32 orders differed by
+    up to 3.4e-4 (50 draws at 9 x 9, window 1)."""
     table = RelPosTable(m, 2).double()
     weight = torch.randn(2, h * w, h * w, dtype=torch.float64)
     grads = []
