@@ -1,6 +1,9 @@
-"""Which attention kernel a CPU layer is expected to run on this machine; flex's backward on CPU."""
+"""Which attention kernel a CPU layer is expected to run on this machine; the flex checks that
+CPU (``test_kernels``, ``test_flex_compiles``) and CUDA (``test_gpu``) share."""
 
 from __future__ import annotations
+
+import torch
 
 from variants import _lsla_cpu
 
@@ -18,3 +21,35 @@ def allow_flex_backward_on_cpu(monkeypatch) -> None:
     from torch.nn.attention import flex_attention as flex_module
 
     monkeypatch.setattr(flex_module, "_validate_device", lambda *tensors: None, raising=False)
+
+
+FLEX_VARIANTS = ["lsla", "lsla_qkv", "lsla_scale_div", "swin_ds", "swin_outer"]
+
+
+def flex_and_explicit_results(m, x):
+    """``m`` (a layer, parameters away from init) run on flex, then on the explicit path: for
+    each, ``[output, x's gradient, every parameter's gradient]`` under one fixed weighting."""
+    weights = torch.linspace(-1, 1, x.numel(), device=x.device).view_as(x)
+    results = []
+    for flex in (True, False):
+        m._flex_applies = lambda q, flex=flex: flex
+        m.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        y = m(xi)
+        (y * weights).sum().backward()
+        results.append([y.detach(), xi.grad, *(p.grad for p in m.parameters())])
+    return results
+
+
+# (batch, training): several batch sizes, with and without autograd
+TRAIN_AND_EVAL = ((4, True), (3, True), (5, True), (5, False), (4, False), (2, True))
+
+
+def train_or_evaluate(model, batch: int, train: bool, device: str) -> None:
+    """One step of ``model`` at 64 px under bf16 autocast: a backward pass where ``train``."""
+    model.train(train)
+    x = torch.randn(batch, 3, 64, 64, device=device)
+    with torch.set_grad_enabled(train), torch.autocast(device, dtype=torch.bfloat16):
+        loss = model(x).float().logsumexp(-1).mean()
+    if train:
+        loss.backward()

@@ -14,7 +14,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from harness import models
-from tests.kernels import allow_flex_backward_on_cpu
+from tests.kernels import TRAIN_AND_EVAL, allow_flex_backward_on_cpu, train_or_evaluate
 from variants import _lsla_flex
 from variants._lsla_kernels import KernelPaths
 from variants.lsla import LSLAAttention
@@ -78,16 +78,11 @@ def test_flex_keeps_its_graphs_through_training_and_evaluation(flex_region, monk
     seen = []
     with warnings.catch_warnings():
         warnings.filterwarnings("error", ".*flex_attention")  # run eager, or given up
-        for batch, train in ((4, True), (3, True), (5, True), (5, False), (4, False), (2, True)):
-            model.train(train)
-            x = torch.randn(batch, 3, 64, 64)
-            with torch.set_grad_enabled(train), torch.autocast("cpu", dtype=torch.bfloat16):
-                try:
-                    loss = model(x).float().logsumexp(-1).mean()
-                except NotImplementedError as e:  # a torch whose CPU check moved elsewhere
-                    pytest.skip(f"flex's backward is refused on CPU by this torch: {e}")
-            if train:
-                loss.backward()
+        for batch, train in TRAIN_AND_EVAL:
+            try:
+                train_or_evaluate(model, batch, train, "cpu")
+            except NotImplementedError as e:  # a torch whose CPU check moved elsewhere
+                pytest.skip(f"flex's backward is refused on CPU by this torch: {e}")
             seen.append(_graphs())
     assert seen == [4, 6, 6, 10, 10, 10]
     assert set().union(*(layer.kernels_used for layer in layers)) == {"flex"}

@@ -12,6 +12,12 @@ import variants
 from harness import models
 from harness.measure import measure_throughput, nvml_memory_used_mb
 from harness.mlp import Mlp
+from tests.kernels import (
+    FLEX_VARIANTS,
+    TRAIN_AND_EVAL,
+    flex_and_explicit_results,
+    train_or_evaluate,
+)
 from tests.perturb import away_from_init
 
 pytestmark = pytest.mark.gpu
@@ -47,7 +53,7 @@ def test_throughput_records_peak_memory_on_cuda():
     assert nvml_memory_used_mb("cuda") > 0
 
 
-@pytest.mark.parametrize("name", ["lsla", "lsla_qkv", "lsla_scale_div", "swin_ds", "swin_outer"])
+@pytest.mark.parametrize("name", FLEX_VARIANTS)
 @pytest.mark.parametrize("shift", [0, 3])
 def test_flex_forward_and_backward_equal_the_explicit_core(name, shift):
     torch.manual_seed(0)
@@ -55,14 +61,7 @@ def test_flex_forward_and_backward_equal_the_explicit_core(name, shift):
     away_from_init(m)
     x = torch.randn(2, 15, 13, 48, device="cuda")
     torch.backends.cuda.matmul.allow_tf32 = False
-    results = []
-    for flex in (True, False):
-        m._flex_applies = lambda q, flex=flex: flex
-        m.zero_grad()
-        xi = x.clone().requires_grad_(True)
-        y = m(xi)
-        (y * torch.linspace(-1, 1, y.numel(), device="cuda").view_as(y)).sum().backward()
-        results.append([y.detach(), xi.grad, *(p.grad for p in m.parameters())])
+    results = flex_and_explicit_results(m, x)
     assert m.kernels_used == {"flex", "explicit"}
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=2e-4, atol=2e-4)
@@ -82,13 +81,8 @@ def test_flex_stays_compiled_through_training_and_evaluation():
     model = models.create("vit_lsla_micro", num_classes=10, **SHIFTED).cuda()
     with warnings.catch_warnings():
         warnings.filterwarnings("error", ".*flex_attention")  # run eager, or given up
-        for batch, train in ((4, True), (3, True), (5, False), (4, False)):
-            model.train(train)
-            x = torch.randn(batch, 3, 64, 64, device="cuda")
-            with torch.set_grad_enabled(train), torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = model(x).float().logsumexp(-1).mean()
-            if train:
-                loss.backward()
+        for batch, train in TRAIN_AND_EVAL:
+            train_or_evaluate(model, batch, train, "cuda")
     kernels = {k for m in model.modules() for k in getattr(m, "kernels_used", ())}
     assert kernels == {"flex"} and _lsla_flex.usable()
 

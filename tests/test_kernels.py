@@ -12,7 +12,12 @@ import torch
 
 import variants
 from harness.attn_stats import recording
-from tests.kernels import allow_flex_backward_on_cpu, fused_cpu_or
+from tests.kernels import (
+    FLEX_VARIANTS,
+    allow_flex_backward_on_cpu,
+    flex_and_explicit_results,
+    fused_cpu_or,
+)
 from tests.perturb import away_from_init
 from variants.lsla import LSLAAttention
 
@@ -32,7 +37,7 @@ def test_flex_forward_equals_the_explicit_path_on_cpu():
     torch.testing.assert_close(flex, explicit, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["lsla", "lsla_qkv", "lsla_scale_div", "swin_ds", "swin_outer"])
+@pytest.mark.parametrize("name", FLEX_VARIANTS)
 @pytest.mark.parametrize("shift", [0, 3])
 def test_flex_gradients_equal_the_explicit_path_through_flex_eager_maths(name, shift, monkeypatch):
     """The CUDA path's maths under autograd, on CPU: flex's eager reference, whose gradients
@@ -52,20 +57,12 @@ def test_flex_gradients_equal_the_explicit_path_through_flex_eager_maths(name, s
     m = away_from_init(variants.create(name, 48, 3, 7, shift))
     m._cpu_kernel_applies = lambda q, geo: False  # compared with the explicit path
     x = torch.randn(2, 15, 13, 48)  # padded windows; shifted ones: the mask and masked B_o
-    weights = torch.linspace(-1, 1, x.numel()).view_as(x)
-    results = []
-    for flex in (True, False):
-        m._flex_applies = lambda q, flex=flex: flex
-        m.zero_grad()
-        xi = x.clone().requires_grad_(True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # flex's "called without torch.compile"
-            try:
-                y = m(xi)
-            except NotImplementedError as e:  # a torch whose CPU check moved elsewhere
-                pytest.skip(f"flex's backward is refused on CPU by this torch: {e}")
-        (y * weights).sum().backward()
-        results.append([y.detach(), xi.grad, *(p.grad for p in m.parameters())])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # flex's "called without torch.compile"
+        try:
+            results = flex_and_explicit_results(m, x)
+        except NotImplementedError as e:  # a torch whose CPU check moved elsewhere
+            pytest.skip(f"flex's backward is refused on CPU by this torch: {e}")
     assert m.kernels_used == {"flex", "explicit"}
     for a, b in zip(*results, strict=True):
         assert a is not None and b is not None
