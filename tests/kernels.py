@@ -24,6 +24,13 @@ def allow_flex_backward_on_cpu(monkeypatch) -> None:
 
 
 FLEX_VARIANTS = ["lsla", "lsla_qkv", "lsla_scale_div", "swin_ds", "swin_outer"]
+# the layers' geometries for the flex checks (window 7 on a 15 x 13 map): padded windows,
+# shifted ones (the mask and masked B_o), and global attention (offsets clipped beyond +-6)
+FLEX_GEOMETRIES = {
+    "window": dict(shift_size=0),
+    "shifted": dict(shift_size=3),
+    "global": dict(window="global"),
+}
 
 
 def flex_and_explicit_results(m, x):

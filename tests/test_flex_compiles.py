@@ -89,6 +89,32 @@ def test_flex_keeps_its_graphs_through_training_and_evaluation(flex_region, monk
     assert _lsla_flex.usable()
 
 
+def test_flex_compiles_global_attention_with_its_tables_per_offset(flex_region, monkeypatch):
+    """Global attention's score_mod computes each pair's offset from its token indices:
+    dynamo traces it in one graph per stage (no shifted blocks here), two more for dynamic
+    shapes and two for evaluation, and flex never gives up (the maths against the explicit
+    path: ``test_kernels.py``)."""
+    import warnings
+
+    allow_flex_backward_on_cpu(monkeypatch)
+    torch.manual_seed(0)
+    switches = dict(window="global")
+    model = models.create("vit_lsla_micro", num_classes=10, attn_switches=switches, **SHIFTED)
+    layers = _on_flex(model)
+    seen = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", ".*flex_attention")  # run eager, or given up
+        for batch, train in TRAIN_AND_EVAL:
+            try:
+                train_or_evaluate(model, batch, train, "cpu")
+            except NotImplementedError as e:  # a torch whose CPU check moved elsewhere
+                pytest.skip(f"flex's backward is refused on CPU by this torch: {e}")
+            seen.append(_graphs())
+    assert seen == [2, 4, 4, 6, 6, 6]  # one graph per stage; dynamic shapes; evaluation
+    assert set().union(*(layer.kernels_used for layer in layers)) == {"flex"}
+    assert _lsla_flex.usable()
+
+
 def test_flex_gives_way_to_the_explicit_path_once_its_graphs_run_out(flex_region, monkeypatch):
     monkeypatch.setattr(_lsla_flex, "RECOMPILE_LIMIT", 1)
     torch.manual_seed(0)

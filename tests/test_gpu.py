@@ -13,6 +13,7 @@ from harness import models
 from harness.measure import measure_throughput, nvml_memory_used_mb
 from harness.mlp import Mlp
 from tests.kernels import (
+    FLEX_GEOMETRIES,
     FLEX_VARIANTS,
     TRAIN_AND_EVAL,
     flex_and_explicit_results,
@@ -54,10 +55,11 @@ def test_throughput_records_peak_memory_on_cuda():
 
 
 @pytest.mark.parametrize("name", FLEX_VARIANTS)
-@pytest.mark.parametrize("shift", [0, 3])
-def test_flex_forward_and_backward_equal_the_explicit_core(name, shift):
+@pytest.mark.parametrize("geometry", FLEX_GEOMETRIES)
+def test_flex_forward_and_backward_equal_the_explicit_core(name, geometry):
+    """Triton's kernels, with the captured tables' gradients (global: per offset)."""
     torch.manual_seed(0)
-    m = variants.create(name, 48, 3, 7, shift).cuda()
+    m = variants.create(name, 48, 3, 7, **FLEX_GEOMETRIES[geometry]).cuda()
     away_from_init(m)
     x = torch.randn(2, 15, 13, 48, device="cuda")
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -13,6 +13,7 @@ import torch
 import variants
 from harness.attn_stats import recording
 from tests.kernels import (
+    FLEX_GEOMETRIES,
     FLEX_VARIANTS,
     allow_flex_backward_on_cpu,
     flex_and_explicit_results,
@@ -23,11 +24,19 @@ from variants.lsla import LSLAAttention
 
 
 @pytest.mark.slow
-def test_flex_forward_equals_the_explicit_path_on_cpu():
-    """S, B_i and the shift mask as flex's score_mod, B_o V after (one compile, ~40 s)."""
+@pytest.mark.parametrize("switches", [dict(shift_size=2), dict(window="global")])
+def test_flex_forward_equals_the_explicit_path_on_cpu(switches, monkeypatch):
+    """S, B_i and the shift mask as flex's score_mod, B_o V after (one compile, 10-40 s):
+    padded, shifted windows (mask and masked B_o in play), and global attention (tables per
+    offset, clipped beyond +-3). Each compiles afresh: a second shape would compile with
+    dynamic shapes, which inductor's C++ flex template fails at (``docs/gpu.md``)."""
+    from variants import _lsla_flex
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(_lsla_flex, "_compiled", None)
     torch.manual_seed(1)
-    m = away_from_init(variants.create("lsla", 32, 2, 4, 2).eval())
-    x = torch.randn(2, 9, 10, 32)  # padded, shifted windows: mask and masked B_o in play
+    m = away_from_init(variants.create("lsla", 32, 2, 4, **switches).eval())
+    x = torch.randn(2, 9, 10, 32)
     m._cpu_kernel_applies = lambda q, geo: False  # compared with the explicit path
     with torch.inference_mode():
         explicit = m(x)
@@ -38,8 +47,10 @@ def test_flex_forward_equals_the_explicit_path_on_cpu():
 
 
 @pytest.mark.parametrize("name", FLEX_VARIANTS)
-@pytest.mark.parametrize("shift", [0, 3])
-def test_flex_gradients_equal_the_explicit_path_through_flex_eager_maths(name, shift, monkeypatch):
+@pytest.mark.parametrize("geometry", FLEX_GEOMETRIES)
+def test_flex_gradients_equal_the_explicit_path_through_flex_eager_maths(
+    name, geometry, monkeypatch
+):
     """The CUDA path's maths under autograd, on CPU: flex's eager reference, whose gradients
     the compiled CUDA kernels implement, for x and every table (S, B_i learn through the
     score_mod's captured tables, B_o through the product after). torch refuses flex's backward
@@ -54,9 +65,9 @@ def test_flex_gradients_equal_the_explicit_path_through_flex_eager_maths(name, s
     allow_flex_backward_on_cpu(monkeypatch)
     monkeypatch.setattr(_lsla_flex, "_flex", lambda: flex_attention)
     torch.manual_seed(0)
-    m = away_from_init(variants.create(name, 48, 3, 7, shift))
+    m = away_from_init(variants.create(name, 48, 3, 7, **FLEX_GEOMETRIES[geometry]))
     m._cpu_kernel_applies = lambda q, geo: False  # compared with the explicit path
-    x = torch.randn(2, 15, 13, 48)  # padded windows; shifted ones: the mask and masked B_o
+    x = torch.randn(2, 15, 13, 48)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # flex's "called without torch.compile"
         try:
@@ -154,3 +165,70 @@ def test_global_attention_with_a_bias_takes_the_chunked_core_in_cpu_inference():
     with torch.inference_mode():
         msa(x)
     assert swin.kernels_used == {"sdpa"} and msa.kernels_used == {"sdpa"}
+
+
+def test_flex_global_attention_builds_no_table_over_every_pair(monkeypatch):
+    """On the flex path global attention reads S, B_i and B_o per offset: no ``[h, L, L]``
+    table is built (1.9 GB each per stage-1 layer at 448 px), and all three still learn."""
+    import warnings
+
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from variants import _lsla_flex
+    from variants._window import RelPosTable
+
+    def refuse(*args):
+        raise AssertionError("an [h, L, L] table was built")
+
+    allow_flex_backward_on_cpu(monkeypatch)
+    monkeypatch.setattr(_lsla_flex, "_flex", lambda: flex_attention)
+    monkeypatch.setattr(RelPosTable, "over_grid", refuse)
+    m = variants.create("lsla", 32, 2, 4, window="global")
+    m._flex_applies = lambda q: True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # flex's "called without torch.compile"
+        try:
+            m(torch.randn(2, 9, 10, 32)).sum().backward()
+        except NotImplementedError as e:
+            pytest.skip(f"flex's backward is refused on CPU by this torch: {e}")
+    assert m.kernels_used == {"flex"}
+    for table in (m.dyn_scale, m.inner_bias, m.outer_bias):
+        assert table.relative_position_bias_table.grad.abs().sum() > 0
+
+
+def test_global_outer_product_keeps_no_chunk_of_the_outer_bias_for_backward(monkeypatch):
+    """B_o V in global attention, query rows a chunk at a time: equal to the product with the
+    whole ``[h, L, L]`` table in value and gradients, and what autograd keeps for backward is
+    far smaller than that table (each chunk is recomputed)."""
+    from variants import _lsla_flex
+    from variants._window import RelPosTable, offset_table
+
+    torch.manual_seed(0)
+    table = away_from_init(RelPosTable(4, 3, "zeros"))
+    v = torch.randn(2, 3, 9 * 10, 8)
+    grid, L = (9, 10), 90
+    monkeypatch.setattr(_lsla_flex, "OUTER_CHUNK_ELEMENTS", 3 * 2 * 10 * L)  # 2 rows a chunk
+    results, kept = [], {}
+
+    def keep(t):  # the memory autograd holds: each storage once, views of it counted whole
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    for chunked in (True, False):
+        table.zero_grad()
+        vi = v.clone().requires_grad_(True)
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            if chunked:
+                offsets = offset_table(table.relative_position_bias_table, 4, grid)
+                out = _lsla_flex.global_outer_product(offsets, vi, grid)
+            else:
+                kept.clear()
+                out = table(None, grid) @ vi
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append([out.detach(), vi.grad, table.relative_position_bias_table.grad])
+        if chunked:
+            chunked_kept = sum(kept.values())
+    whole_table = 3 * L * L * 4
+    assert chunked_kept < whole_table / 4 and sum(kept.values()) >= whole_table
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -4,7 +4,9 @@
 
 S, B_i and the shift mask enter as a ``score_mod`` (flex differentiates through the captured
 tables, so S and B_i learn); the outer bias, applied after the softmax, is the separate product
-``B_o V``. ``P * (1 + B_o)`` needs P itself and stays on the explicit path. Outside a
+``B_o V``. ``P * (1 + B_o)`` needs P itself and stays on the explicit path. In global
+attention the tables stay per offset (``[h, 2H-1, 2W-1]``): the score_mod computes each pair's
+offset, and ``B_o V`` runs a few query rows at a time. Outside a
 ``torch.compile`` graph, flex runs compiled; eager flex would materialise the scores and gain
 nothing. Compiled with dynamic shapes after the first (torch's automatic dynamic): one vit_lsla_t
 forward takes 7 graphs (4 stages, shifted or not), a second batch size 2 more, later ones none,
@@ -22,6 +24,9 @@ import warnings
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from variants._window import reversed_query_view
 
 RECOMPILE_LIMIT = 64  # graphs of this region: several presets, train and eval, bf16 and fp32
 BACKEND = "inductor"  # tests count graphs with "eager", which compiles in milliseconds
@@ -90,6 +95,24 @@ def _run(flex, *args, **kwargs) -> Tensor:
     raise FlexGaveUp from cause
 
 
+def _score_mod(scale, inner, scale_div: bool, read, neg: Tensor | None = None):
+    """flex's ``score_mod``: S and B_i as ``read(table, h, q_idx, kv_idx)`` gives them, then
+    the shift mask of window ``b % nW``."""
+    nW = neg.shape[0] if neg is not None else 1
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        if scale is not None:
+            s = read(scale, h, q_idx, kv_idx)
+            score = score / s if scale_div else score * s
+        if inner is not None:
+            score = score + read(inner, h, q_idx, kv_idx)
+        if neg is not None:
+            score = score + neg[b % nW, q_idx, kv_idx]
+        return score
+
+    return score_mod
+
+
 def attend_flex(
     q: Tensor,
     k: Tensor,
@@ -102,21 +125,67 @@ def attend_flex(
 ) -> Tensor:
     """q, k, v ``[B*nW, h, N, d]``; S and B_i ``[h, N, N]`` (None: fixed scale / no bias);
     ``neg`` ``[nW, N, N]`` (0 / -inf); ``outer`` = B_o * keep, ``[nW or 1, h, N, N]``."""
-    nW = neg.shape[0] if neg is not None else 1
 
-    def score_mod(score, b, h, q_idx, kv_idx):
-        if scale is not None:
-            s = scale[h, q_idx, kv_idx]
-            score = score / s if scale_div else score * s
-        if inner is not None:
-            score = score + inner[h, q_idx, kv_idx]
-        if neg is not None:
-            score = score + neg[b % nW, q_idx, kv_idx]
-        return score
+    def read(table, h, q_idx, kv_idx):
+        return table[h, q_idx, kv_idx]
 
+    score_mod = _score_mod(scale, inner, scale_div, read, neg)
     out = _run(_flex(), q, k, v, score_mod=score_mod, scale=1.0 if scale is not None else None)
     if outer is None:
         return out
     B_ = q.shape[0]
     per_window = v.unflatten(0, (B_ // outer.shape[0], outer.shape[0]))  # [B, nW, h, N, d]
     return out + (outer.to(v.dtype) @ per_window).flatten(0, 1)
+
+
+def attend_flex_global(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    scale: Tensor | None,
+    inner: Tensor | None,
+    outer: Tensor | None,
+    grid: tuple[int, int],
+    scale_div: bool,
+) -> Tensor:
+    """Global attention over the ``L = H*W`` tokens of ``grid``: q, k, v ``[B, h, L, d]``; S,
+    B_i and B_o per offset, ``[h, 2H-1, 2W-1]`` (``variants._window.offset_table``; None:
+    absent). The score_mod reads each pair's offset from its token indices, so no ``[h, L, L]``
+    table (1.9 GB each in fp32 per stage-1 layer at 448 px) is built, nor its gradient."""
+    H, W = grid
+
+    def read(table, h, q_idx, kv_idx):  # entry [., a, b] holds the offset (H-1-a, W-1-b)
+        dy, dx = q_idx // W - kv_idx // W, q_idx % W - kv_idx % W
+        return table[h, (H - 1) - dy, (W - 1) - dx]
+
+    score_mod = _score_mod(scale, inner, scale_div, read)
+    out = _run(_flex(), q, k, v, score_mod=score_mod, scale=1.0 if scale is not None else None)
+    return out if outer is None else out + global_outer_product(outer, v, grid)
+
+
+# B_o's elements per chunk of queries in global_outer_product (64 MB in fp32): fewer, larger
+# products on CUDA, whose caching allocator reuses the chunks' memory
+OUTER_CHUNK_ELEMENTS = 1 << 24
+
+
+def global_outer_product(outer: Tensor, v: Tensor, grid: tuple[int, int]) -> Tensor:
+    """``B_o V`` over the ``L`` tokens of ``grid``, B_o per offset ``[h, 2H-1, 2W-1]``, v
+    ``[B, h, L, d]``: a few query rows at a time, each a copy of the strided view
+    (``reversed_query_view``) of the offsets; under autograd every chunk is recomputed in
+    backward, so neither pass keeps more of B_o than one chunk."""
+    h, L = v.shape[1], v.shape[2]
+    view = reversed_query_view(outer.to(v.dtype), grid)  # [h, H, W, H, W], queries reversed
+    rows = max(1, OUTER_CHUNK_ELEMENTS // (h * grid[1] * L))
+    parts = []
+    for r0 in range(0, grid[0], rows):
+        r1 = min(grid[0], r0 + rows)
+        if torch.is_grad_enabled():
+            parts.append(checkpoint(_rows_times_v, view, v, r0, r1, use_reentrant=False))
+        else:
+            parts.append(_rows_times_v(view, v, r0, r1))
+    return torch.cat(parts, dim=-2).flip(-2)  # back to the natural query order
+
+
+def _rows_times_v(view: Tensor, v: Tensor, r0: int, r1: int) -> Tensor:
+    """Query rows ``r0:r1`` (reversed order) of ``B_o V``: ``[B, h, (r1-r0)*W, d]``."""
+    return view[:, r0:r1].reshape(view.shape[0], -1, v.shape[-2]) @ v

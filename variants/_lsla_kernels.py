@@ -20,10 +20,10 @@ from variants._lsla_core import (
     attend_no_grad,
     outer_term,
 )
-from variants._lsla_flex import FlexGaveUp, attend_flex
+from variants._lsla_flex import FlexGaveUp, attend_flex, attend_flex_global
 from variants._lsla_geometry import Geometry, padded_rows
 from variants._versions import kept
-from variants._window import RelPosTable, offset_table, reversed_query_view
+from variants._window import offset_table, reversed_query_view
 
 
 class KernelPaths:
@@ -44,16 +44,29 @@ class KernelPaths:
     @torch.jit.unused
     def _flex(self, q: Tensor, k: Tensor, v: Tensor, geo: Geometry) -> Tensor:
         """flex_attention, recorded as "flex"; the explicit path once flex has given up."""
-        at = (geo.index, geo.grid)
-        scale = self.dyn_scale(*at) if self.dyn_scale is not None else None
-        inner = self.inner_bias(*at) if self.inner_bias is not None else None
-        outer = outer_term(*self._outer_parts(geo), outer_mul=False)  # B_o where it applies
         try:
-            out = attend_flex(q, k, v, scale, inner, geo.neg, outer, self.scale_div)
+            if geo.index is None:  # global: the tables per offset, never [h, L, L]
+                offsets = self._offset_tables(geo.grid)
+                out = attend_flex_global(q, k, v, *offsets, geo.grid, self.scale_div)
+            else:
+                at = (geo.index, geo.grid)
+                scale = self.dyn_scale(*at) if self.dyn_scale is not None else None
+                inner = self.inner_bias(*at) if self.inner_bias is not None else None
+                outer = outer_term(*self._outer_parts(geo), outer_mul=False)  # where it applies
+                out = attend_flex(q, k, v, scale, inner, geo.neg, outer, self.scale_div)
         except FlexGaveUp:
             return self._explicit_any(q, k, v, geo)
         self.kernels_used.add("flex")
         return out
+
+    @torch.jit.unused
+    def _offset_tables(self, grid: tuple[int, int]) -> tuple[Tensor | None, ...]:
+        """S, B_i and B_o per offset of ``grid``, ``[h, 2H-1, 2W-1]`` (None: absent)."""
+        tables = (self.dyn_scale, self.inner_bias, self.outer_bias)
+        return tuple(
+            None if t is None else offset_table(t.relative_position_bias_table, t.window, grid)
+            for t in tables
+        )
 
     @torch.jit.unused
     def _explicit_any(self, q: Tensor, k: Tensor, v: Tensor, geo: Geometry) -> Tensor:
@@ -179,15 +192,14 @@ class KernelPaths:
     def _global_views(self, grid: tuple[int, int], dtype: torch.dtype) -> Tables:
         """Global attention's tables as views over the offsets of ``grid`` (no L x L tensor)."""
 
-        def view(table: RelPosTable | None, plus_one: bool = False) -> Tensor | None:
-            if table is None:
+        def view(offsets: Tensor | None, plus_one: bool = False) -> Tensor | None:
+            if offsets is None:
                 return None
-            offsets = offset_table(table.relative_position_bias_table, self.window_size, grid)
             offsets = (1.0 + offsets if plus_one else offsets).to(dtype)
             return reversed_query_view(offsets, grid)
 
-        outer = view(self.outer_bias, plus_one=self.outer_mul)
-        return Tables(view(self.dyn_scale), view(self.inner_bias), outer)
+        scale, inner, outer = self._offset_tables(grid)
+        return Tables(view(scale), view(inner), view(outer, plus_one=self.outer_mul))
 
     @torch.jit.unused
     def _no_grad_tables(self, geo: Geometry, dtype: torch.dtype) -> Tables:
