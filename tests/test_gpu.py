@@ -54,8 +54,16 @@ def test_throughput_records_peak_memory_on_cuda():
     assert nvml_memory_used_mb("cuda") > 0
 
 
-@pytest.mark.parametrize("name", FLEX_VARIANTS)
-@pytest.mark.parametrize("geometry", FLEX_GEOMETRIES)
+# every variant in windows, shifted or not; global attention (tables per offset) with S, B_i
+# and B_o, multiplied and divided: each case compiles flex's kernels anew, within the time
+# .ci/gpu-check gives the tests
+FLEX_CASES = [(name, g) for name in FLEX_VARIANTS for g in ("window", "shifted")] + [
+    ("lsla", "global"),
+    ("lsla_scale_div", "global"),
+]
+
+
+@pytest.mark.parametrize(("name", "geometry"), FLEX_CASES)
 def test_flex_forward_and_backward_equal_the_explicit_core(name, geometry):
     """Triton's kernels, with the captured tables' gradients (global: per offset)."""
     torch.manual_seed(0)
