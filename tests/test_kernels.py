@@ -143,28 +143,32 @@ def test_kernel_explicit_with_a_fused_switch_on_is_one_clear_error():
         _run_config("model.kernel='fast'")
 
 
-def test_global_attention_with_a_bias_takes_the_chunked_core_in_cpu_inference():
-    """SDPA would need the bias as an ``[h, L, L]`` tensor; the core reads views of the table.
-    Without a bias (``msa``), or under autograd, SDPA stays the choice."""
+def test_global_attention_with_a_bias_takes_the_chunked_core_on_cpu():
+    """SDPA would need the bias as an ``[h, L, L]`` tensor; the core reads views of the table,
+    with autograd or without. Without a bias (``msa``), SDPA stays the choice."""
     torch.manual_seed(0)
     swin = away_from_init(variants.create("swin_global", 32, 2, 4).eval())
     x = torch.randn(2, 9, 10, 32)
-    with torch.inference_mode():
-        core = swin(x)
-    assert swin.kernels_used == {"explicit"}
-    swin.kernels_used.clear()
-    with torch.no_grad():
-        swin._global_core_applies = lambda q, geo: False  # the choice before this rule
-        sdpa = swin(x)
-    assert swin.kernels_used == {"sdpa"}
-    torch.testing.assert_close(core, sdpa, rtol=1e-5, atol=1e-5)
+    results = []
+    for core in (True, False):
+        swin._global_core_applies = lambda q, geo, core=core: core  # False: SDPA, as before
+        swin.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        with torch.no_grad():
+            inference = swin(x)
+        swin(xi).sum().backward()
+        results.append([inference, xi.grad, *(p.grad for p in swin.parameters())])
+        assert swin.kernels_used == ({"explicit"} if core else {"sdpa"})
+        swin.kernels_used.clear()
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)  # fp32 sums in other orders
     del swin._global_core_applies
-    swin.kernels_used.clear()
     swin(x).sum().backward()
     msa = variants.create("msa", 32, 2, 4).eval()
     with torch.inference_mode():
         msa(x)
-    assert swin.kernels_used == {"sdpa"} and msa.kernels_used == {"sdpa"}
+    msa(x).sum().backward()
+    assert swin.kernels_used == {"explicit"} and msa.kernels_used == {"sdpa"}
 
 
 def test_flex_global_attention_builds_no_table_over_every_pair(monkeypatch):
@@ -198,8 +202,9 @@ def test_flex_global_attention_builds_no_table_over_every_pair(monkeypatch):
 
 def test_global_outer_product_keeps_no_chunk_of_the_outer_bias_for_backward(monkeypatch):
     """B_o V in global attention, query rows a chunk at a time: equal to the product with the
-    whole ``[h, L, L]`` table in value and gradients, and what autograd keeps for backward is
-    far smaller than that table (each chunk is recomputed)."""
+    whole ``[h, L, L]`` table in value and gradients; no op, forward or backward, makes more
+    than a chunk of it, and what autograd keeps is far smaller (each chunk is recomputed)."""
+    from tests.allocations import LargestAllocation
     from variants import _lsla_flex
     from variants._window import RelPosTable, offset_table
 
@@ -217,18 +222,21 @@ def test_global_outer_product_keeps_no_chunk_of_the_outer_bias_for_backward(monk
     for chunked in (True, False):
         table.zero_grad()
         vi = v.clone().requires_grad_(True)
-        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-            if chunked:
-                offsets = offset_table(table.relative_position_bias_table, 4, grid)
-                out = _lsla_flex.global_outer_product(offsets, vi, grid)
-            else:
-                kept.clear()
-                out = table(None, grid) @ vi
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        with LargestAllocation() as seen:
+            with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+                if chunked:
+                    offsets = offset_table(table.relative_position_bias_table, 4, grid)
+                    out = _lsla_flex.global_outer_product(offsets, vi, grid)
+                else:
+                    kept.clear()
+                    out = table(None, grid) @ vi
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         results.append([out.detach(), vi.grad, table.relative_position_bias_table.grad])
         if chunked:
-            chunked_kept = sum(kept.values())
+            chunked_kept, chunked_made = sum(kept.values()), seen.nbytes
     whole_table = 3 * L * L * 4
     assert chunked_kept < whole_table / 4 and sum(kept.values()) >= whole_table
+    chunk = 3 * 2 * 10 * L * 4  # 2 rows of queries, fp32
+    assert chunked_made <= 2 * chunk and seen.nbytes >= whole_table  # 2: a chunk per image
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -52,35 +52,41 @@ class LSLACore(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v, s, inner, neg, bo, keep = ctx.saved_tensors
-        scale_div, outer_mul = ctx.flags
-        qk = q @ k.transpose(-2, -1)
-        logits = qk if s is None else (qk / s if scale_div else qk * s)
-        bias = _bias(inner, neg)
-        logits = logits if bias is None else logits.add_(bias)
-        p = torch.softmax(logits, dim=-1, out=logits)
-        outer = outer_term(bo, keep, outer_mul)
-        a = p if outer is None else (p * outer if outer_mul else p + outer)
-        dv = a.transpose(-2, -1) @ dout
-        da = dout @ v.transpose(-2, -1)
-        dbo = None
-        if bo is not None:
-            dbo_full = da * p if outer_mul else da
-            dbo = _sum_to(dbo_full if keep is None else dbo_full * keep, bo.shape)
-        dp = da.mul_(outer) if outer_mul and outer is not None else da
-        dlogits = torch._softmax_backward_data(dp, p, -1, p.dtype)
-        dinner = None if inner is None else _sum_to(dlogits, inner.shape)
-        ds = None
-        if s is not None:
-            if scale_div:  # d(qk / s)/ds = -qk / s^2
-                ds = _sum_to(qk.mul_(dlogits).div_(s * s).neg_(), s.shape)
-                dlogits = dlogits.div_(s)
-            else:
-                ds = _sum_to(qk.mul_(dlogits), s.shape)
-                dlogits = dlogits.mul_(s)
-        dq = dlogits @ k
-        dk = dlogits.transpose(-2, -1) @ q
+        grads = core_grads(*ctx.saved_tensors, dout, *ctx.flags)
+        dq, dk, dv, ds, dinner, dbo = grads
         return dq, dk, dv, ds, dinner, None, dbo, None, None, None
+
+
+def core_grads(q, k, v, s, inner, neg, bo, keep, dout, scale_div: bool, outer_mul: bool):
+    """:class:`LSLACore`'s gradients, its maps recomputed: ``(dq, dk, dv, dS, dB_i, dB_o)``,
+    each table's reduced to its own shape (None where absent)."""
+    qk = q @ k.transpose(-2, -1)
+    logits = qk if s is None else (qk / s if scale_div else qk * s)
+    bias = _bias(inner, neg)
+    logits = logits if bias is None else logits.add_(bias)
+    p = torch.softmax(logits, dim=-1, out=logits)
+    outer = outer_term(bo, keep, outer_mul)
+    a = p if outer is None else (p * outer if outer_mul else p + outer)
+    dv = a.transpose(-2, -1) @ dout
+    da = dout @ v.transpose(-2, -1)
+    dbo = None
+    if bo is not None:
+        dbo_full = da * p if outer_mul else da
+        dbo = _sum_to(dbo_full if keep is None else dbo_full * keep, bo.shape)
+    dp = da.mul_(outer) if outer_mul and outer is not None else da
+    dlogits = torch._softmax_backward_data(dp, p, -1, p.dtype)
+    dinner = None if inner is None else _sum_to(dlogits, inner.shape)
+    ds = None
+    if s is not None:
+        if scale_div:  # d(qk / s)/ds = -qk / s^2
+            ds = _sum_to(qk.mul_(dlogits).div_(s * s).neg_(), s.shape)
+            dlogits = dlogits.div_(s)
+        else:
+            ds = _sum_to(qk.mul_(dlogits), s.shape)
+            dlogits = dlogits.mul_(s)
+    dq = dlogits @ k
+    dk = dlogits.transpose(-2, -1) @ q
+    return dq, dk, dv, ds, dinner, dbo
 
 
 class Tables(NamedTuple):
@@ -98,12 +104,12 @@ def attend_no_grad(q: Tensor, k: Tensor, v: Tensor, t: Tables, scale_div: bool, 
     """The forward of :class:`LSLACore` without autograd: every N x N pass, the softmax too,
     in place on the one logits buffer, the tables precombined (fewer fresh buffers: on CPU a
     fresh buffer costs page faults as well as memory traffic)."""
-    logits = _scale_and_bias(q @ k.transpose(-2, -1), t, scale_div)
+    logits = scale_and_bias(q @ k.transpose(-2, -1), t, scale_div)
     a = torch.softmax(logits, dim=-1, out=logits)  # row by row: each row is read, then written
-    return _outer(a, t, outer_mul) @ v
+    return apply_outer(a, t, outer_mul) @ v
 
 
-def _scale_and_bias(logits: Tensor, t: Tables, scale_div: bool) -> Tensor:
+def scale_and_bias(logits: Tensor, t: Tables, scale_div: bool) -> Tensor:
     if t.scale is not None and t.bias is not None:  # one pass (1.04x the layer, two passes)
         fused = torch.addcdiv if scale_div else torch.addcmul
         return fused(t.bias, logits, t.scale, out=logits)
@@ -112,44 +118,7 @@ def _scale_and_bias(logits: Tensor, t: Tables, scale_div: bool) -> Tensor:
     return logits if t.bias is None else logits.add_(t.bias)
 
 
-def _outer(a: Tensor, t: Tables, outer_mul: bool) -> Tensor:
+def apply_outer(a: Tensor, t: Tables, outer_mul: bool) -> Tensor:
     if t.outer is None:
         return a
     return a.mul_(t.outer) if outer_mul else a.add_(t.outer)
-
-
-# logits per chunk of queries in global attention (4 MB in fp32; at least one row of query
-# tokens), so that chunks come from the heap, not fresh from the OS (glibc maps anything above
-# 32 MB anew: 64 MB chunks took 327k page faults per forward at 448 px, these none, and each
-# model's forward ran 1.2-1.3x as fast)
-GLOBAL_CHUNK_ELEMENTS = 1 << 20
-
-
-def attend_global_no_grad(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    t: Tables,
-    grid: tuple[int, int],
-    scale_div: bool,
-    outer_mul: bool,
-) -> Tensor:
-    """Global attention over the ``L = H*W`` tokens of ``grid`` without autograd, a few query
-    rows at a time. The tables are ``[h, H, W, H, W]`` strided views for queries in reversed
-    order (``variants._window.reversed_query_view``), so no ``L x L`` table or index exists and
-    the logits of one chunk of queries at a time bound the memory."""
-    B, h, L, _ = q.shape
-    H, W = grid
-    q = q.flip(-2)  # reversed query order: what the table views are laid out for
-    out = q.new_empty(B, h, L, v.shape[-1])
-    rows = max(1, GLOBAL_CHUNK_ELEMENTS // (B * h * W * L))
-    for r0 in range(0, H, rows):
-        r1 = min(H, r0 + rows)
-        part = Tables(*(None if x is None else x[:, r0:r1] for x in t))
-        logits = q[:, :, r0 * W : r1 * W] @ k.transpose(-2, -1)
-        on_grid = (B, h, r1 - r0, W, H, W)
-        _scale_and_bias(logits.view(on_grid), part, scale_div)
-        a = torch.softmax(logits, dim=-1, out=logits)
-        _outer(a.view(on_grid), part, outer_mul)
-        out[:, :, r0 * W : r1 * W] = a @ v
-    return out.flip(-2)

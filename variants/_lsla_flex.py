@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from variants._window import reversed_query_view
+from variants._window import reversed_query_rows
 
 RECOMPILE_LIMIT = 64  # graphs of this region: several presets, train and eval, bf16 and fp32
 BACKEND = "inductor"  # tests count graphs with "eager", which compiles in milliseconds
@@ -171,21 +171,22 @@ OUTER_CHUNK_ELEMENTS = 1 << 24
 def global_outer_product(outer: Tensor, v: Tensor, grid: tuple[int, int]) -> Tensor:
     """``B_o V`` over the ``L`` tokens of ``grid``, B_o per offset ``[h, 2H-1, 2W-1]``, v
     ``[B, h, L, d]``: a few query rows at a time, each a copy of the strided view
-    (``reversed_query_view``) of the offsets; under autograd every chunk is recomputed in
+    (``reversed_query_rows``) of the offsets; under autograd every chunk is recomputed in
     backward, so neither pass keeps more of B_o than one chunk."""
     h, L = v.shape[1], v.shape[2]
-    view = reversed_query_view(outer.to(v.dtype), grid)  # [h, H, W, H, W], queries reversed
+    outer = outer.to(v.dtype)
     rows = max(1, OUTER_CHUNK_ELEMENTS // (h * grid[1] * L))
     parts = []
     for r0 in range(0, grid[0], rows):
-        r1 = min(grid[0], r0 + rows)
+        at = (r0, min(grid[0], r0 + rows), grid)
         if torch.is_grad_enabled():
-            parts.append(checkpoint(_rows_times_v, view, v, r0, r1, use_reentrant=False))
+            parts.append(checkpoint(_rows_times_v, outer, v, *at, use_reentrant=False))
         else:
-            parts.append(_rows_times_v(view, v, r0, r1))
+            parts.append(_rows_times_v(outer, v, *at))
     return torch.cat(parts, dim=-2).flip(-2)  # back to the natural query order
 
 
-def _rows_times_v(view: Tensor, v: Tensor, r0: int, r1: int) -> Tensor:
+def _rows_times_v(outer: Tensor, v: Tensor, r0: int, r1: int, grid: tuple[int, int]) -> Tensor:
     """Query rows ``r0:r1`` (reversed order) of ``B_o V``: ``[B, h, (r1-r0)*W, d]``."""
-    return view[:, r0:r1].reshape(view.shape[0], -1, v.shape[-2]) @ v
+    rows = reversed_query_rows(outer, grid, r0, r1)  # [h, r1-r0, W, H, W]
+    return rows.reshape(outer.shape[0], -1, v.shape[-2]) @ v

@@ -1,10 +1,10 @@
 """Which kernel an LSLA-family layer runs, and the tables each kernel reads.
 
 ``KernelPaths`` is mixed into ``variants.lsla.LSLAAttention``: flex_attention on CUDA
-(``_lsla_flex``), the fused CPU kernel (``_lsla_cpu``), the explicit core with
-autograd (``LSLACore``) or without it (``attend_no_grad``, ``attend_global_no_grad``), each with
-its tables: gathered per call under autograd, combined once per geometry without it, strided
-views in global attention.
+(``_lsla_flex``), the fused CPU kernel (``_lsla_cpu``), the explicit core with autograd
+(``LSLACore``; ``GlobalCore`` in global attention) or without it (``attend_no_grad``,
+``attend_global_no_grad``), each with its tables: gathered per call under autograd, combined
+once per geometry without it, per offset (read through strided views) in global attention.
 """
 
 # No ``from __future__ import annotations``: TorchScript needs real annotation objects.
@@ -13,17 +13,12 @@ from torch import Tensor
 
 from variants import _lsla_cpu, _lsla_flex
 from variants._eager import plain_cpu_fp32
-from variants._lsla_core import (
-    LSLACore,
-    Tables,
-    attend_global_no_grad,
-    attend_no_grad,
-    outer_term,
-)
+from variants._lsla_core import LSLACore, Tables, attend_no_grad, outer_term
 from variants._lsla_flex import FlexGaveUp, attend_flex, attend_flex_global
 from variants._lsla_geometry import Geometry, padded_rows
+from variants._lsla_global import GlobalCore, attend_global_no_grad
 from variants._versions import kept
-from variants._window import offset_table, reversed_query_view
+from variants._window import offset_table
 
 
 class KernelPaths:
@@ -98,15 +93,15 @@ class KernelPaths:
 
     @torch.jit.unused
     def _global_core_applies(self, q: Tensor, geo: Geometry) -> bool:
-        """Global attention with a relative bias in CPU inference: the explicit core, a few
-        query rows at a time over views of the tables, where SDPA would need the bias as an
-        ``[h, L, L]`` tensor (1.9 GB per layer at 448 px, most of its time spent building it):
-        swin_t_ref's global forward at 448 px ran 9.2x as fast this way (3 interleaved rounds)."""
+        """Global attention with a relative bias on CPU: the explicit core, a few query rows
+        at a time over views of the tables (``_lsla_global``), where SDPA would need the bias
+        as an ``[h, L, L]`` tensor (1.9 GB per layer at 448 px, most of its time spent
+        building it): swin_t_ref's global forward at 448 px ran 9.2x as fast this way (3
+        interleaved rounds), its training step at 224 px 1.26x (9 rounds) in half the memory."""
         return (
             geo.index is None
             and self.inner_bias is not None
             and q.device.type == "cpu"
-            and not torch.is_grad_enabled()
             and self._core_applies(q)
         )
 
@@ -167,14 +162,17 @@ class KernelPaths:
         div, mul = self.scale_div, self.outer_mul
         if self.dyn_scale is None:
             q = q * self.head_dim**-0.5  # timm's order of operations
-        if torch.is_grad_enabled():
+        if geo.index is None:  # global: tables per offset, never [h, L, L]
+            if torch.is_grad_enabled():  # B_o raw: the core adds outer_mul's 1 itself
+                offsets = self._global_offsets(geo.grid, q.dtype, plus_one=False)
+                out = GlobalCore.apply(q, k, v, *offsets, geo.grid, div, mul)
+            else:
+                offsets = self._global_offsets(geo.grid, q.dtype, plus_one=mul)
+                out = attend_global_no_grad(q, k, v, offsets, geo.grid, div, mul)
+        elif torch.is_grad_enabled():
             out = LSLACore.apply(q, k, v, *self._grad_tables(geo), div, mul)
         else:
-            if geo.index is None:
-                views = self._global_views(geo.grid, q.dtype)
-                out = attend_global_no_grad(q, k, v, views, geo.grid, div, mul)
-            else:
-                out = attend_no_grad(q, k, v, self._no_grad_tables(geo, q.dtype), div, mul)
+            out = attend_no_grad(q, k, v, self._no_grad_tables(geo, q.dtype), div, mul)
         return out.flatten(0, 1) if nW > 1 else out
 
     @torch.jit.unused
@@ -189,17 +187,15 @@ class KernelPaths:
         return (s, inner, neg, *self._outer_parts(geo))
 
     @torch.jit.unused
-    def _global_views(self, grid: tuple[int, int], dtype: torch.dtype) -> Tables:
-        """Global attention's tables as views over the offsets of ``grid`` (no L x L tensor)."""
-
-        def view(offsets: Tensor | None, plus_one: bool = False) -> Tensor | None:
-            if offsets is None:
-                return None
-            offsets = (1.0 + offsets if plus_one else offsets).to(dtype)
-            return reversed_query_view(offsets, grid)
-
-        scale, inner, outer = self._offset_tables(grid)
-        return Tables(view(scale), view(inner), view(outer, plus_one=self.outer_mul))
+    def _global_offsets(self, grid: tuple[int, int], dtype: torch.dtype, plus_one: bool):
+        """S, B_i and B_o per offset of ``grid`` in ``dtype``, as :class:`Tables` (B_o as
+        ``1 + B_o`` where ``plus_one``): global attention's tables, no ``L x L`` tensor."""
+        scale, inner, outer = (
+            None if t is None else t.to(dtype) for t in self._offset_tables(grid)
+        )
+        if outer is not None and plus_one:
+            outer = 1.0 + outer
+        return Tables(scale, inner, outer)
 
     @torch.jit.unused
     def _no_grad_tables(self, geo: Geometry, dtype: torch.dtype) -> Tables:

@@ -9,7 +9,8 @@ timm weights load into our modules and give the same logits:
   (no clipping happens), a clamped smaller window and global attention over a larger grid.
 * ``window_order``: the token gather doing shift + padding + partition at once, and its inverse.
 * ``shift_region_mask``: boolean ``[nW, N, N]`` "may attend" mask of shifted-window attention.
-* ``offset_table`` / ``reversed_query_view``: global attention's tables as strided views.
+* ``offset_table`` / ``reversed_query_view`` / ``reversed_query_rows``: global attention's tables
+  as strided views.
 * ``RelPosTable``: a learnable ``(2M-1)^2 x h`` table gathered to ``[h, N, N]``.
 """
 
@@ -113,6 +114,14 @@ def reversed_query_view(offsets: Tensor, grid: tuple[int, int]) -> Tensor:
     """
     H, W = grid
     return offsets.unfold(1, H, 1).unfold(2, W, 1)
+
+
+def reversed_query_rows(offsets: Tensor, grid: tuple[int, int], r0: int, r1: int) -> Tensor:
+    """Query rows ``r0:r1`` of :func:`reversed_query_view` (``[h, r1-r0, W, H, W]``), sliced
+    from the offsets first: its gradient is then a ``[h, r1-r0+H-1, 2W-1]`` slice of theirs,
+    where slicing the whole view would make it ``[h, H, W, H, W]``, the size of an ``L x L``
+    table, for every chunk."""
+    return reversed_query_view(offsets[:, r0 : r1 + grid[0] - 1], grid)
 
 
 def _region_labels(size: int, window: int, shift: int, device: torch.device | None) -> Tensor:

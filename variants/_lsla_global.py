@@ -1,0 +1,113 @@
+"""Global attention of the LSLA family over all ``L = H*W`` tokens of a grid, a few query rows
+at a time, with its tables per offset (``[h, 2H-1, 2W-1]``, ``variants._window.offset_table``)
+read as strided views (``reversed_query_rows``): no ``L x L`` table or index exists, and the
+logits of one chunk of queries bound the memory, in inference and under autograd
+(:class:`GlobalCore`, which keeps Q, K, V and the small tables and recomputes each chunk in
+backward).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.ops import aten
+
+from variants._lsla_core import Tables, apply_outer, core_grads, outer_term, scale_and_bias
+from variants._window import reversed_query_rows
+
+# logits per chunk of queries in global attention (4 MB in fp32; at least one row of query
+# tokens), so that chunks come from the heap, not fresh from the OS (glibc maps anything above
+# 32 MB anew: 64 MB chunks took 327k page faults per forward at 448 px, these none, and each
+# model's forward ran 1.2-1.3x as fast)
+GLOBAL_CHUNK_ELEMENTS = 1 << 20
+
+
+def _chunks(q: Tensor, grid: tuple[int, int]) -> list[tuple[int, int]]:
+    """Query rows ``(r0, r1)`` of each chunk, ``GLOBAL_CHUNK_ELEMENTS`` logits at most (at
+    least one row)."""
+    B, h, L, _ = q.shape
+    rows = max(1, GLOBAL_CHUNK_ELEMENTS // (B * h * grid[1] * L))
+    return [(r0, min(grid[0], r0 + rows)) for r0 in range(0, grid[0], rows)]
+
+
+def _rows_of(table: Tensor | None, grid: tuple[int, int], r0: int, r1: int) -> Tensor | None:
+    """Rows ``r0:r1`` of a table per offset for queries in reversed order, ``[h, R*W, L]``."""
+    if table is None:
+        return None
+    H, W = grid
+    return reversed_query_rows(table, grid, r0, r1).reshape(table.shape[0], -1, H * W)
+
+
+def attend_global_no_grad(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    t: Tables,
+    grid: tuple[int, int],
+    scale_div: bool,
+    outer_mul: bool,
+) -> Tensor:
+    """q, k, v ``[B, h, L, d]``; ``t`` holds S, B_i and the outer term (``1 + B_o`` for
+    ``outer_mul``) per offset. The chunks' outputs are written into one buffer (a small
+    output kept per chunk would split the heap's freed chunks, and resident memory would grow
+    by a chunk's tables each time)."""
+    W = grid[1]
+    q = q.flip(-2)  # reversed query order: what the table views are laid out for
+    out = q.new_empty(*q.shape[:-1], v.shape[-1])
+    for r0, r1 in _chunks(q, grid):
+        part = Tables(*(None if x is None else reversed_query_rows(x, grid, r0, r1) for x in t))
+        logits = q[:, :, r0 * W : r1 * W] @ k.transpose(-2, -1)
+        on_grid = (*q.shape[:2], r1 - r0, W, *grid)
+        scale_and_bias(logits.view(on_grid), part, scale_div)
+        a = torch.softmax(logits, dim=-1, out=logits)
+        apply_outer(a.view(on_grid), part, outer_mul)
+        torch.matmul(a, v, out=out[:, :, r0 * W : r1 * W])
+    return out.flip(-2)
+
+
+class GlobalCore(torch.autograd.Function):
+    """Global attention under autograd: q, k, v ``[B, h, L, d]``; S, B_i and B_o per offset
+    (None: absent; B_o without the 1 of ``outer_mul``). Forward as
+    :func:`attend_global_no_grad`; backward recomputes each chunk's maps (``core_grads``)
+    and adds each table's gradient back onto its offsets. Nothing ``L x L`` is built or kept
+    (``LSLACore`` over whole maps kept the three ``[h, L, L]`` tables and rebuilt
+    ``[B, h, L, L]`` maps: at 224 px 1.8x this time and 3x the memory in a training step)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, s, inner, bo, grid, scale_div: bool, outer_mul: bool):
+        ctx.save_for_backward(q, k, v, s, inner, bo)
+        ctx.args = (grid, scale_div, outer_mul)
+        t = Tables(s, inner, outer_term(bo, None, outer_mul))
+        return attend_global_no_grad(q, k, v, t, grid, scale_div, outer_mul)
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, *tables = ctx.saved_tensors
+        grid, scale_div, outer_mul = ctx.args
+        W = grid[1]
+        q, dout = q.flip(-2), dout.flip(-2)  # reversed query order, as the table views
+        dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        dtables = [None if t is None else torch.zeros_like(t) for t in tables]
+        for r0, r1 in _chunks(q, grid):
+            at = slice(r0 * W, r1 * W)
+            s, inner, bo = (_rows_of(t, grid, r0, r1) for t in tables)
+            grads = core_grads(
+                q[:, :, at], k, v, s, inner, None, bo, None, dout[:, :, at], scale_div, outer_mul
+            )
+            dq[:, :, at] = grads[0]
+            dk.add_(grads[1])
+            dv.add_(grads[2])
+            for into, chunk in zip(dtables, grads[3:], strict=True):
+                if into is not None:
+                    _add_onto_offsets(into, chunk, grid, r0, r1)
+        return dq.flip(-2), dk, dv, *dtables, None, None, None
+
+
+def _add_onto_offsets(into: Tensor, chunk: Tensor, grid: tuple[int, int], r0: int, r1: int):
+    """Add the gradient of rows ``r0:r1`` of a table's view (``[h, R*W, L]``) onto the offsets
+    it was read from: the adjoint of :func:`reversed_query_rows` (two overlapping unfolds)."""
+    H, W = grid
+    h, R = into.shape[0], r1 - r0
+    g = chunk.reshape(h, R, W, H, W)
+    g = aten.unfold_backward(g, [h, R, 2 * W - 1, H], 2, W, 1)
+    into[:, r0 : r1 + H - 1] += aten.unfold_backward(g, [h, R + H - 1, 2 * W - 1], 1, H, 1)
