@@ -18,8 +18,11 @@ from torch import Tensor
 
 
 def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
-    """Reduce a broadcast gradient to ``shape`` (the table's own shape)."""
-    return grad.sum_to_size(shape)
+    """Reduce a broadcast gradient to ``shape`` (the table's own shape), never an alias of
+    ``grad``: where the shapes already match (one image of one window) ``sum_to_size`` returns
+    ``grad`` itself, which the backward then scales in place."""
+    out = grad.sum_to_size(shape)
+    return out.clone() if out.data_ptr() == grad.data_ptr() else out
 
 
 def _bias(inner: Tensor | None, neg: Tensor | None) -> Tensor | None:
