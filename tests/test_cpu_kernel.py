@@ -246,3 +246,59 @@ def test_a_second_derivative_is_refused_not_silently_wrong():
     assert m.kernels_used == {"fused_cpu"}
     with pytest.raises(RuntimeError, match="once_differentiable"):
         grad.sum().backward()
+
+
+@pytest.mark.parametrize(("rows", "r0", "grid"), [(1, 0, (6, 5)), (2, 3, (6, 5)), (3, 4, (7, 9))])
+def test_offsets_fold_equals_the_adjoint_of_the_table_views(rows, r0, grid, monkeypatch):
+    """Global attention's table gradients: the kernel's one pass equals torch's adjoint of the
+    views (two ``unfold_backward``), wherever the rows sit; it declines float64 and threads
+    (one part per head) change no bit."""
+    from torch.ops import aten
+
+    H, W = grid
+    g = torch.randn(3, rows, W, H, W)
+    expected = torch.randn(3, 2 * H - 1, 2 * W - 1)
+    into = expected.clone()
+    adjoint = aten.unfold_backward(g, [3, rows, 2 * W - 1, H], 2, W, 1)
+    adjoint = aten.unfold_backward(adjoint, [3, rows + H - 1, 2 * W - 1], 1, H, 1)
+    expected[:, r0 : r0 + rows + H - 1] += adjoint
+    assert _lsla_cpu.fold_onto_offsets(g, into, grid, r0)
+    torch.testing.assert_close(into, expected, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    again = into.clone()
+    assert _lsla_cpu.fold_onto_offsets(g, again, grid, r0)
+    one = into.clone()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert _lsla_cpu.fold_onto_offsets(g, one, grid, r0)
+    assert torch.equal(again, one)
+    assert not _lsla_cpu.fold_onto_offsets(g.double(), into.double(), grid, r0)
+    assert not _lsla_cpu.fold_onto_offsets(g, into, grid, H)  # past the table's last row
+
+
+def test_global_core_gradients_in_fp32_equal_the_op_by_op_path(monkeypatch):
+    """Global attention under autograd with the kernel's fold (fp32): every gradient as the
+    op-by-op path's, over several chunks of query rows."""
+    import variants._lsla_global as lsla_global
+
+    monkeypatch.setattr(lsla_global, "GLOBAL_CHUNK_ELEMENTS", 2 * 3 * 7 * 63 * 2)  # 2 rows
+    folded, fold = [], _lsla_cpu.fold_onto_offsets
+
+    def spy(*args):
+        folded.append(fold(*args))
+        return folded[-1]
+
+    monkeypatch.setattr(_lsla_cpu, "fold_onto_offsets", spy)
+    torch.manual_seed(0)
+    m = away_from_init(variants.create("lsla", 48, 3, 4, 0, window="global"))
+    x = torch.randn(2, 9, 7, 48)
+    results = []
+    for core in (True, False):
+        m._core_applies = lambda q, core=core: core
+        m.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        y = m(xi)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        results.append([y.detach(), xi.grad, *(p.grad for p in m.parameters())])
+    assert len(folded) == 3 * 5 and all(folded)  # S, B_i, B_o; 5 chunks of rows
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -391,4 +391,28 @@ int lsla_window_backward(const float* q, const float* k, const float* v, const f
     return launch(call, threads);
 }
 
+// Global attention's table gradients (variants/_lsla_global.py): into [heads][plane_rows][2W-1]
+// += g [heads][rows][W][H][W] at [r + yk][c + xk] (rows + H - 1 <= plane_rows), the adjoint of
+// reading a table per offset through overlapping strided views; one part per head (the heads'
+// planes do not overlap)
+int lsla_offsets_fold(const float* g, float* into, int heads, int rows, int H, int W,
+                      int plane_rows, int threads) {
+    if (rows + H - 1 > plane_rows) return -1;
+    const long ow = 2L * W - 1, plane = (long)plane_rows * ow;
+    const long per_head = (long)rows * W * H * W;
+    const long parts = threads < 1 ? 1 : (threads < heads ? threads : heads);
+    simd::run_parts(parts, [&](long p) {
+        for (long h = heads * p / parts; h < heads * (p + 1) / parts; ++h)
+            for (int r = 0; r < rows; ++r)
+                for (int c = 0; c < W; ++c)
+                    for (int yk = 0; yk < H; ++yk) {
+                        const float* __restrict src =
+                            g + h * per_head + (((long)r * W + c) * H + yk) * W;
+                        float* __restrict dst = into + h * plane + (r + yk) * ow + c;
+                        for (int xk = 0; xk < W; ++xk) dst[xk] += src[xk];
+                    }
+    });
+    return 0;
+}
+
 }  // extern "C"

@@ -80,7 +80,29 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     lib.lsla_window_backward.argtypes = [p] * 8 + [ctypes.c_long] + [i] * 4 + tables + [p] * 3
     lib.lsla_window_backward.argtypes += [i]
     lib.lsla_window_forward.restype = lib.lsla_window_backward.restype = i
+    lib.lsla_offsets_fold.argtypes = [p, p] + [i] * 6
+    lib.lsla_offsets_fold.restype = i
     return lib, None
+
+
+def fold_onto_offsets(grad: Tensor, into: Tensor, grid: tuple[int, int], r0: int) -> bool:
+    """``into[:, r0 + yk, c + xk] += grad[:, r, c, yk, xk]`` for ``grad [h, R, W, H, W]`` and a
+    table per offset ``into [h, 2H-1, 2W-1]`` (contiguous fp32): global attention's table
+    gradients, one pass over ``grad`` (torch's ``unfold_backward`` twice took a quarter of
+    vit_lsla_t's global training step). False, with nothing done, where the kernel cannot
+    take them (another dtype or layout, or no kernel)."""
+    H, W = grid
+    ok = grad.dtype == into.dtype == torch.float32 and grad.is_contiguous()
+    ok = ok and into.is_contiguous() and grad.device.type == "cpu"
+    if not ok or r0 + grad.shape[1] + H - 1 > into.shape[1] or library() is None:
+        return False
+    at = into[:, r0:]  # from row r0 of each head's plane; planes of into.shape[1] - r0 rows
+    with record_function("lsla_cpu::offsets_fold"):
+        status = _lib().lsla_offsets_fold(
+            grad.data_ptr(), at.data_ptr(), grad.shape[0], grad.shape[1], H, W,
+            into.shape[1], torch.get_num_threads(),
+        )  # fmt: skip
+    return status == 0
 
 
 def pad_rows(table: Tensor | None, fill: float = 0.0) -> Tensor | None:

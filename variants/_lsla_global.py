@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 from torch.ops import aten
 
+from variants import _lsla_cpu
 from variants._lsla_core import Tables, apply_outer, core_grads, outer_term, scale_and_bias
 from variants._window import reversed_query_rows
 
@@ -109,5 +110,7 @@ def _add_onto_offsets(into: Tensor, chunk: Tensor, grid: tuple[int, int], r0: in
     H, W = grid
     h, R = into.shape[0], r1 - r0
     g = chunk.reshape(h, R, W, H, W)
+    if _lsla_cpu.fold_onto_offsets(g, into, grid, r0):  # one pass, fp32 on CPU
+        return
     g = aten.unfold_backward(g, [h, R, 2 * W - 1, H], 2, W, 1)
     into[:, r0 : r1 + H - 1] += aten.unfold_backward(g, [h, R + H - 1, 2 * W - 1], 1, H, 1)
