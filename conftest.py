@@ -136,6 +136,15 @@ def _global_line(info: dict) -> str:
     )
 
 
+def _global_train_line(info: dict) -> str:
+    return (
+        f"global attention, training step at {info['img_size']} px, vit_lsla_t / swin_t_ref "
+        f"time: {_interleaved(info['time_ratio_vit_lsla_t_vs_swin_t_ref'], info)}; peak "
+        f"{info['peak_mb_vit_lsla_t']:.0f} vs {info['peak_mb_swin_t_ref']:.0f} MB (no goal)"
+        f"{_kernels(info)}"
+    )
+
+
 def _kernels(info: dict) -> str:
     """``; kernels: name k+k, ...`` where the row recorded which kernels each model ran."""
     kernels = info.get("attention_kernels") or {}
@@ -161,6 +170,8 @@ def headline_lines(benchmarks) -> list[str]:
             )
         elif info.get("kind") == "global":
             lines.append(_global_line(info))
+        elif info.get("kind") == "global_train":
+            lines.append(_global_train_line(info))
         elif info.get("kind") == "scaling" and getattr(b, "stats", None) is not None:
             key = (info["variant"], info.get("device", "cpu"))
             scaling.setdefault(key, []).append((info["tokens"], b.stats.median))

@@ -1,4 +1,5 @@
-"""Peak memory of one inference forward of a preset, each measured on its own.
+"""Peak memory of one inference forward (or one training step) of a preset, each measured on
+its own.
 
 On CUDA the allocator's own peak (``torch.cuda.max_memory_allocated``) is exact. On CPU there is
 no allocator counter, so the forward runs in a fresh Python process and the figure is the rise of
@@ -25,10 +26,13 @@ def forward_peak_bytes(
     batch: int = 1,
     device: torch.device | str = "cpu",
     timeout_s: float = 600.0,
+    train: bool = False,
 ) -> int:
-    """Bytes one inference forward of ``preset`` (attention ``switches``) adds to the peak."""
+    """Bytes one inference forward of ``preset`` (attention ``switches``) adds to the peak;
+    with ``train``, one training step's forward and backward (bf16 autocast on CUDA)."""
     device = torch.device(device)
     spec = dict(preset=preset, img_size=img_size, switches=switches or {}, batch=batch)
+    spec["train"] = train
     if device.type == "cuda":
         return _measure(**spec, device=device)
     cmd = [sys.executable, "-m", "harness.peak_memory", json.dumps(spec)]
@@ -49,19 +53,29 @@ def _rss_peak_bytes() -> int:
 
 
 def _measure(
-    preset: str, img_size: int, switches: dict[str, Any], batch: int, device: torch.device
+    preset: str,
+    img_size: int,
+    switches: dict[str, Any],
+    batch: int,
+    device: torch.device,
+    train: bool = False,
 ) -> int:
     import harness.models as models  # noqa: PLC0415  (only the measuring process needs timm)
 
-    model = models.create(preset, attn_switches=switches, img_size=img_size).to(device).eval()
+    model = models.create(preset, attn_switches=switches, img_size=img_size).to(device)
     x = torch.randn(batch, 3, img_size, img_size, device=device)
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device) if cuda else _rss_peak_bytes()
-    with torch.inference_mode():
-        model(x)
+    if train:
+        with torch.autocast("cuda", torch.bfloat16, enabled=cuda):
+            loss = model.train()(x).float().logsumexp(-1).mean()
+        loss.backward()
+    else:
+        with torch.inference_mode():
+            model.eval()(x)
     return (torch.cuda.max_memory_allocated(device) if cuda else _rss_peak_bytes()) - before
 
 

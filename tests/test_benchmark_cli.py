@@ -71,6 +71,19 @@ def test_global_mode_headline_states_time_ratio_peaks_and_goals():
     assert line.endswith("; kernels: vit_lsla_t explicit, swin_t_ref explicit+sdpa")
 
 
+def test_global_training_headline_states_time_ratio_and_peaks():
+    info = dict(kind="global_train", img_size=224, rounds_interleaved=9, timing_threads=1)
+    info.update(time_ratio_vit_lsla_t_vs_swin_t_ref=[1.22, 1.18, 1.26])
+    info.update(peak_mb_vit_lsla_t=231.4, peak_mb_swin_t_ref=264.0)
+    info["attention_kernels"] = {"vit_lsla_t": ["explicit"], "swin_t_ref": ["explicit"]}
+    (line,) = _headline_lines(info)
+    assert line == (
+        "global attention, training step at 224 px, vit_lsla_t / swin_t_ref time: 1.22x (IQR "
+        "1.18-1.26, 9 interleaved rounds, 1 thread(s)); peak 231 vs 264 MB (no goal); "
+        "kernels: vit_lsla_t explicit, swin_t_ref explicit"
+    )
+
+
 def test_interleaved_rounds_must_be_a_whole_number():
     proc = _pytest("--interleaved-rounds=0", "benchmarks/test_models.py", "--collect-only")
     assert proc.returncode != 0

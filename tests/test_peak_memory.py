@@ -14,3 +14,11 @@ def test_peak_is_the_forwards_own_and_grows_with_the_batch():
     small = forward_peak_bytes("vit_lsla_micro", 32, {"window": "global"}, batch=1)
     large = forward_peak_bytes("vit_lsla_micro", 32, {"window": "global"}, batch=64)
     assert 0 < small < large < held.numel() * 4
+
+
+def test_a_training_step_peaks_above_the_inference_forward():
+    """With ``train``, forward and backward: autograd keeps the activations (about 2x here)."""
+    spec = ("vit_lsla_micro", 32, {"window": "global"})
+    inference = forward_peak_bytes(*spec, batch=64)
+    step = forward_peak_bytes(*spec, batch=64, train=True)
+    assert step > 1.5 * inference
