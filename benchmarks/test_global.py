@@ -23,32 +23,22 @@ MODELS = ("vit_lsla_t", "swin_t_ref")
 GLOBAL = {"window": "global"}
 
 
-def _model_and_forward(name: str, device: torch.device, img_size: int):
+def _model_and_call(name: str, device: torch.device, img_size: int, train: bool):
+    """The model and one call of it at batch 1: an inference forward, or (``train``) a
+    training step's forward and backward; bf16 autocast on CUDA."""
     torch.manual_seed(0)
-    model = create(name, attn_switches=GLOBAL, img_size=img_size).to(device).eval()
+    model = create(name, attn_switches=GLOBAL, img_size=img_size).to(device).train(train)
     x = torch.randn(1, 3, img_size, img_size, device=device)
     precision = "bf16" if device.type == "cuda" else "fp32"
 
-    def forward():
-        with torch.inference_mode(), autocast(device, precision):
-            model(x)
+    def call():
+        with torch.inference_mode(not train), autocast(device, precision):
+            out = model(x)
+        if train:
+            model.zero_grad(set_to_none=True)
+            out.float().logsumexp(-1).mean().backward()
 
-    return model, forward
-
-
-def _model_and_step(name: str, device: torch.device, img_size: int):
-    torch.manual_seed(0)
-    model = create(name, attn_switches=GLOBAL, img_size=img_size).to(device).train()
-    x = torch.randn(1, 3, img_size, img_size, device=device)
-    precision = "bf16" if device.type == "cuda" else "fp32"
-
-    def step():
-        model.zero_grad(set_to_none=True)
-        with autocast(device, precision):
-            loss = model(x).float().logsumexp(-1).mean()
-        loss.backward()
-
-    return model, step
+    return model, call
 
 
 def test_global_mode_448px(benchmark, device, interleaved_rounds):
@@ -63,8 +53,7 @@ def test_global_training_step_224px(benchmark, device, interleaved_rounds):
 def _compare(benchmark, device, interleaved_rounds, full_size: int, train: bool):
     img_size = 64 if benchmark.disabled else full_size  # disabled: a smoke test
     rounds = interleaved_rounds(3)
-    make = _model_and_step if train else _model_and_forward
-    models = {name: make(name, device, img_size) for name in MODELS}
+    models = {name: _model_and_call(name, device, img_size, train) for name in MODELS}
     fns = {name: fn for name, (_, fn) in models.items()}
     cmp = interleaved(fns, "swin_t_ref", device, rounds=rounds, warmup=1, threads=1)
     peak = {name: 0 for name in MODELS}

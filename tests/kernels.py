@@ -33,17 +33,18 @@ FLEX_GEOMETRIES = {
 }
 
 
-def flex_and_explicit_results(m, x):
-    """``m`` (a layer, parameters away from init) run on flex, then on the explicit path: for
-    each, ``[output, x's gradient, every parameter's gradient]`` under one fixed weighting."""
-    weights = torch.linspace(-1, 1, x.numel(), device=x.device).view_as(x)
+def results_by_path(m, x, choice: str = "_flex_applies", paths=(True, False)):
+    """``m`` (a layer, parameters away from init) run with its method ``choice`` answering
+    each of ``paths`` in turn (by default flex, then the explicit path): for each,
+    ``[output, x's gradient, every parameter's gradient]`` under one fixed weighting."""
     results = []
-    for flex in (True, False):
-        m._flex_applies = lambda q, flex=flex: flex
+    for path in paths:
+        setattr(m, choice, lambda *args, path=path: path)
         m.zero_grad()
         xi = x.clone().requires_grad_(True)
         y = m(xi)
-        (y * weights).sum().backward()
+        weights = torch.linspace(-1, 1, y.numel(), device=y.device, dtype=y.dtype)
+        (y * weights.view_as(y)).sum().backward()
         results.append([y.detach(), xi.grad, *(p.grad for p in m.parameters())])
     return results
 

@@ -12,6 +12,7 @@ import torch
 
 import variants
 from harness.measure import saved_bytes
+from tests.kernels import results_by_path
 from tests.perturb import away_from_init
 from variants import _cpu_build, _lsla_cpu
 
@@ -290,15 +291,7 @@ def test_global_core_gradients_in_fp32_equal_the_op_by_op_path(monkeypatch):
     monkeypatch.setattr(_lsla_cpu, "fold_onto_offsets", spy)
     torch.manual_seed(0)
     m = away_from_init(variants.create("lsla", 48, 3, 4, 0, window="global"))
-    x = torch.randn(2, 9, 7, 48)
-    results = []
-    for core in (True, False):
-        m._core_applies = lambda q, core=core: core
-        m.zero_grad()
-        xi = x.clone().requires_grad_(True)
-        y = m(xi)
-        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
-        results.append([y.detach(), xi.grad, *(p.grad for p in m.parameters())])
+    results = results_by_path(m, torch.randn(2, 9, 7, 48), "_core_applies")
     assert len(folded) == 3 * 5 and all(folded)  # S, B_i, B_o; 5 chunks of rows
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

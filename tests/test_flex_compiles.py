@@ -48,6 +48,23 @@ def _graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
+def _graphs_through_training_and_evaluation(model) -> list[int]:
+    """The graphs compiled so far after each step of the CUDA test's schedule; a warning that
+    flex ran eager or gave up fails the test, a torch refusing flex's backward on CPU skips it."""
+    import warnings
+
+    seen = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", ".*flex_attention")  # run eager, or given up
+        for batch, train in TRAIN_AND_EVAL:
+            try:
+                train_or_evaluate(model, batch, train, "cpu")
+            except NotImplementedError as e:  # a torch whose CPU check moved elsewhere
+                pytest.skip(f"flex's backward is refused on CPU by this torch: {e}")
+            seen.append(_graphs())
+    return seen
+
+
 def test_flex_compiles_no_more_graphs_for_a_further_batch_size(flex_region):
     """Static shapes took one graph per layer shape and batch size (7 per batch in vit_lsla_t,
     dynamo's limit of 8 hit at the second batch size); dynamic after the first, a third batch
@@ -69,21 +86,11 @@ def test_flex_keeps_its_graphs_through_training_and_evaluation(flex_region, monk
     """The CUDA test's schedule (several batch sizes, with and without autograd, bf16 autocast)
     on CPU: training compiles the 4 graphs and 2 for dynamic shapes, evaluation 4 more (grad
     mode is guarded on), a further batch size in either none; flex never gives up."""
-    import warnings
-
     allow_flex_backward_on_cpu(monkeypatch)
     torch.manual_seed(0)
     model = models.create("vit_lsla_micro", num_classes=10, **SHIFTED)
     layers = _on_flex(model)
-    seen = []
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", ".*flex_attention")  # run eager, or given up
-        for batch, train in TRAIN_AND_EVAL:
-            try:
-                train_or_evaluate(model, batch, train, "cpu")
-            except NotImplementedError as e:  # a torch whose CPU check moved elsewhere
-                pytest.skip(f"flex's backward is refused on CPU by this torch: {e}")
-            seen.append(_graphs())
+    seen = _graphs_through_training_and_evaluation(model)
     assert seen == [4, 6, 6, 10, 10, 10]
     assert set().union(*(layer.kernels_used for layer in layers)) == {"flex"}
     assert _lsla_flex.usable()
@@ -94,22 +101,12 @@ def test_flex_compiles_global_attention_with_its_tables_per_offset(flex_region, 
     dynamo traces it in one graph per stage (no shifted blocks here), two more for dynamic
     shapes and two for evaluation, and flex never gives up (the maths against the explicit
     path: ``test_kernels.py``)."""
-    import warnings
-
     allow_flex_backward_on_cpu(monkeypatch)
     torch.manual_seed(0)
     switches = dict(window="global")
     model = models.create("vit_lsla_micro", num_classes=10, attn_switches=switches, **SHIFTED)
     layers = _on_flex(model)
-    seen = []
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", ".*flex_attention")  # run eager, or given up
-        for batch, train in TRAIN_AND_EVAL:
-            try:
-                train_or_evaluate(model, batch, train, "cpu")
-            except NotImplementedError as e:  # a torch whose CPU check moved elsewhere
-                pytest.skip(f"flex's backward is refused on CPU by this torch: {e}")
-            seen.append(_graphs())
+    seen = _graphs_through_training_and_evaluation(model)
     assert seen == [2, 4, 4, 6, 6, 6]  # one graph per stage; dynamic shapes; evaluation
     assert set().union(*(layer.kernels_used for layer in layers)) == {"flex"}
     assert _lsla_flex.usable()

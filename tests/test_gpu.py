@@ -16,7 +16,7 @@ from tests.kernels import (
     FLEX_GEOMETRIES,
     FLEX_VARIANTS,
     TRAIN_AND_EVAL,
-    flex_and_explicit_results,
+    results_by_path,
     train_or_evaluate,
 )
 from tests.perturb import away_from_init
@@ -71,7 +71,7 @@ def test_flex_forward_and_backward_equal_the_explicit_core(name, geometry):
     away_from_init(m)
     x = torch.randn(2, 15, 13, 48, device="cuda")
     torch.backends.cuda.matmul.allow_tf32 = False
-    results = flex_and_explicit_results(m, x)
+    results = results_by_path(m, x)
     assert m.kernels_used == {"flex", "explicit"}
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=2e-4, atol=2e-4)

@@ -16,8 +16,8 @@ from tests.kernels import (
     FLEX_GEOMETRIES,
     FLEX_VARIANTS,
     allow_flex_backward_on_cpu,
-    flex_and_explicit_results,
     fused_cpu_or,
+    results_by_path,
 )
 from tests.perturb import away_from_init
 from variants.lsla import LSLAAttention
@@ -71,7 +71,7 @@ def test_flex_gradients_equal_the_explicit_path_through_flex_eager_maths(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # flex's "called without torch.compile"
         try:
-            results = flex_and_explicit_results(m, x)
+            results = results_by_path(m, x)
         except NotImplementedError as e:  # a torch whose CPU check moved elsewhere
             pytest.skip(f"flex's backward is refused on CPU by this torch: {e}")
     assert m.kernels_used == {"flex", "explicit"}

@@ -11,6 +11,7 @@ import variants
 import variants._lsla_geometry as lsla_geometry
 import variants._lsla_global as lsla_global
 from harness.measure import count_flops, saved_bytes
+from tests.kernels import results_by_path
 from tests.perturb import away_from_init
 from variants.lsla import LSLAAttention
 
@@ -21,16 +22,6 @@ def _explicit(name: str) -> bool:
 
 
 EXPLICIT = [n for n in variants.names() if _explicit(n)]
-
-
-def _grads(module, x, light: bool) -> list[torch.Tensor]:
-    module._core_applies = lambda q: light  # instance attribute: the path under test
-    module.zero_grad()
-    x = x.detach().requires_grad_(True)
-    y = module(x)
-    weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)
-    (y * weights).sum().backward()
-    return [y.detach(), x.grad, *(p.grad for p in module.parameters())]
 
 
 @pytest.mark.parametrize("shift", [0, 3])
@@ -44,7 +35,7 @@ def test_lsla_core_equals_the_op_by_op_path(name, shift, size):
     assert isinstance(m, LSLAAttention)
     away_from_init(m)
     x = torch.randn(*size, 48, dtype=torch.float64)
-    light, plain = _grads(m, x, True), _grads(m, x, False)
+    light, plain = results_by_path(m, x, "_core_applies")
     params = [None, None, *(n for n, _ in m.named_parameters())]
     for name_, a, b in zip(params, light, plain, strict=True):
         # the inner bias is summed in fp32 on purpose (see _additive_bias), in either order
@@ -90,7 +81,7 @@ def test_global_core_equals_the_op_by_op_path_under_autograd(name, monkeypatch):
     m = variants.create(name, 48, 3, 4, 0, window="global").double()
     away_from_init(m)
     x = torch.randn(2, 9, 7, 48, dtype=torch.float64)  # offsets up to 8 > M - 1 = 3: clipped
-    light, plain = _grads(m, x, True), _grads(m, x, False)
+    light, plain = results_by_path(m, x, "_core_applies")
     params = [None, None, *(n for n, _ in m.named_parameters())]
     for name_, a, b in zip(params, light, plain, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name_)
