@@ -97,7 +97,8 @@ class KernelPaths:
         at a time over views of the tables (``_lsla_global``), where SDPA would need the bias
         as an ``[h, L, L]`` tensor (1.9 GB per layer at 448 px, most of its time spent
         building it): swin_t_ref's global forward at 448 px ran 9.2x as fast this way (3
-        interleaved rounds), its training step at 224 px 1.26x (9 rounds) in half the memory."""
+        interleaved rounds), its training step at 224 px 1.04-1.26x (medians of three runs of
+        9 rounds) with a quarter to a third of SDPA's peak memory."""
         return (
             geo.index is None
             and self.inner_bias is not None
