@@ -104,6 +104,16 @@ def test_global_core_builds_and_keeps_no_table_over_every_pair(monkeypatch):
     assert m.kernels_used == {"explicit"}
 
 
+def test_global_core_refuses_a_second_derivative():
+    """Its backward adds the tables' gradients outside autograd: differentiating it again is
+    an error, not a silently wrong result."""
+    m = variants.create("lsla", 16, 2, 4, 0, window="global")
+    x = torch.randn(1, 6, 6, 16, requires_grad=True)
+    (grad,) = torch.autograd.grad(m(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
+
+
 @pytest.mark.parametrize("name", ["lsla", "swin"])
 def test_global_attention_builds_no_token_pair_index(name, monkeypatch):
     def refuse(*args, **kwargs):
