@@ -61,6 +61,7 @@ def _measure(
     train: bool = False,
 ) -> int:
     import harness.models as models  # noqa: PLC0415  (only the measuring process needs timm)
+    from harness.measure import autocast  # noqa: PLC0415
 
     model = models.create(preset, attn_switches=switches, img_size=img_size).to(device)
     x = torch.randn(batch, 3, img_size, img_size, device=device)
@@ -70,7 +71,7 @@ def _measure(
         torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device) if cuda else _rss_peak_bytes()
     if train:
-        with torch.autocast("cuda", torch.bfloat16, enabled=cuda):
+        with autocast(device, "bf16" if cuda else "fp32"):
             loss = model.train()(x).float().logsumexp(-1).mean()
         loss.backward()
     else:

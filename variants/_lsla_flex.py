@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from variants._window import reversed_query_rows
+from variants._lsla_global import row_chunks, table_rows
 
 RECOMPILE_LIMIT = 64  # graphs of this region: several presets, train and eval, bf16 and fp32
 BACKEND = "inductor"  # tests count graphs with "eager", which compiles in milliseconds
@@ -171,22 +171,18 @@ OUTER_CHUNK_ELEMENTS = 1 << 24
 def global_outer_product(outer: Tensor, v: Tensor, grid: tuple[int, int]) -> Tensor:
     """``B_o V`` over the ``L`` tokens of ``grid``, B_o per offset ``[h, 2H-1, 2W-1]``, v
     ``[B, h, L, d]``: a few query rows at a time, each a copy of the strided view
-    (``reversed_query_rows``) of the offsets; under autograd every chunk is recomputed in
+    (``table_rows``) of the offsets; under autograd every chunk is recomputed in
     backward, so neither pass keeps more of B_o than one chunk."""
-    h, L = v.shape[1], v.shape[2]
     outer = outer.to(v.dtype)
-    rows = max(1, OUTER_CHUNK_ELEMENTS // (h * grid[1] * L))
     parts = []
-    for r0 in range(0, grid[0], rows):
-        at = (r0, min(grid[0], r0 + rows), grid)
+    for r0, r1 in row_chunks(grid[0], v.shape[1] * grid[1] * v.shape[2], OUTER_CHUNK_ELEMENTS):
         if torch.is_grad_enabled():
-            parts.append(checkpoint(_rows_times_v, outer, v, *at, use_reentrant=False))
+            parts.append(checkpoint(_rows_times_v, outer, v, grid, r0, r1, use_reentrant=False))
         else:
-            parts.append(_rows_times_v(outer, v, *at))
+            parts.append(_rows_times_v(outer, v, grid, r0, r1))
     return torch.cat(parts, dim=-2).flip(-2)  # back to the natural query order
 
 
-def _rows_times_v(outer: Tensor, v: Tensor, r0: int, r1: int, grid: tuple[int, int]) -> Tensor:
+def _rows_times_v(outer: Tensor, v: Tensor, grid: tuple[int, int], r0: int, r1: int) -> Tensor:
     """Query rows ``r0:r1`` (reversed order) of ``B_o V``: ``[B, h, (r1-r0)*W, d]``."""
-    rows = reversed_query_rows(outer, grid, r0, r1)  # [h, r1-r0, W, H, W]
-    return rows.reshape(outer.shape[0], -1, v.shape[-2]) @ v
+    return table_rows(outer, grid, r0, r1) @ v

@@ -24,15 +24,20 @@ from variants._window import reversed_query_rows
 GLOBAL_CHUNK_ELEMENTS = 1 << 20
 
 
+def row_chunks(rows: int, per_row: int, budget: int) -> list[tuple[int, int]]:
+    """``(r0, r1)`` of each chunk of ``rows`` query rows, ``budget`` elements at most at
+    ``per_row`` a row (at least one row a chunk)."""
+    step = max(1, budget // per_row)
+    return [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+
+
 def _chunks(q: Tensor, grid: tuple[int, int]) -> list[tuple[int, int]]:
-    """Query rows ``(r0, r1)`` of each chunk, ``GLOBAL_CHUNK_ELEMENTS`` logits at most (at
-    least one row)."""
+    """Query rows of each chunk, ``GLOBAL_CHUNK_ELEMENTS`` logits at most."""
     B, h, L, _ = q.shape
-    rows = max(1, GLOBAL_CHUNK_ELEMENTS // (B * h * grid[1] * L))
-    return [(r0, min(grid[0], r0 + rows)) for r0 in range(0, grid[0], rows)]
+    return row_chunks(grid[0], B * h * grid[1] * L, GLOBAL_CHUNK_ELEMENTS)
 
 
-def _rows_of(table: Tensor | None, grid: tuple[int, int], r0: int, r1: int) -> Tensor | None:
+def table_rows(table: Tensor | None, grid: tuple[int, int], r0: int, r1: int) -> Tensor | None:
     """Rows ``r0:r1`` of a table per offset for queries in reversed order, ``[h, R*W, L]``."""
     if table is None:
         return None
@@ -98,7 +103,7 @@ class GlobalCore(torch.autograd.Function):
         dtables = [None if t is None else torch.zeros_like(t) for t in tables]
         for r0, r1 in _chunks(q, grid):
             at = slice(r0 * W, r1 * W)
-            s, inner, bo = (_rows_of(t, grid, r0, r1) for t in tables)
+            s, inner, bo = (table_rows(t, grid, r0, r1) for t in tables)
             grads = core_grads(
                 q[:, :, at], k, v, s, inner, None, bo, None, dout[:, :, at], scale_div, outer_mul
             )

@@ -1,10 +1,10 @@
 """Which kernel an LSLA-family layer runs, and the tables each kernel reads.
 
 ``KernelPaths`` is mixed into ``variants.lsla.LSLAAttention``: flex_attention on CUDA
-(``_lsla_flex``), the fused CPU kernel (``_lsla_cpu``), the explicit core with autograd
-(``LSLACore``; ``GlobalCore`` in global attention) or without it (``attend_no_grad``,
-``attend_global_no_grad``), each with its tables: gathered per call under autograd, combined
-once per geometry without it, per offset (read through strided views) in global attention.
+(``_lsla_flex``), the fused CPU kernel (``_lsla_cpu``), the explicit core (``LSLACore`` with
+autograd, ``attend_no_grad`` without; ``GlobalCore`` in global attention, with or without),
+each with its tables: gathered per call under autograd, combined once per geometry without it,
+per offset (read through strided views) in global attention.
 """
 
 # No ``from __future__ import annotations``: TorchScript needs real annotation objects.
@@ -16,7 +16,7 @@ from variants._eager import plain_cpu_fp32
 from variants._lsla_core import LSLACore, Tables, attend_no_grad, outer_term
 from variants._lsla_flex import FlexGaveUp, attend_flex, attend_flex_global
 from variants._lsla_geometry import Geometry, padded_rows
-from variants._lsla_global import GlobalCore, attend_global_no_grad
+from variants._lsla_global import GlobalCore
 from variants._versions import kept
 from variants._window import offset_table
 
@@ -55,11 +55,16 @@ class KernelPaths:
         return out
 
     @torch.jit.unused
-    def _offset_tables(self, grid: tuple[int, int]) -> tuple[Tensor | None, ...]:
-        """S, B_i and B_o per offset of ``grid``, ``[h, 2H-1, 2W-1]`` (None: absent)."""
+    def _offset_tables(
+        self, grid: tuple[int, int], dtype: torch.dtype | None = None
+    ) -> tuple[Tensor | None, ...]:
+        """S, B_i and B_o per offset of ``grid``, ``[h, 2H-1, 2W-1]``, in ``dtype`` where given
+        (None: absent): global attention's tables, no ``L x L`` tensor."""
         tables = (self.dyn_scale, self.inner_bias, self.outer_bias)
         return tuple(
-            None if t is None else offset_table(t.relative_position_bias_table, t.window, grid)
+            None
+            if t is None
+            else offset_table(t.relative_position_bias_table, t.window, grid).to(dtype)
             for t in tables
         )
 
@@ -164,12 +169,8 @@ class KernelPaths:
         if self.dyn_scale is None:
             q = q * self.head_dim**-0.5  # timm's order of operations
         if geo.index is None:  # global: tables per offset, never [h, L, L]
-            if torch.is_grad_enabled():  # B_o raw: the core adds outer_mul's 1 itself
-                offsets = self._global_offsets(geo.grid, q.dtype, plus_one=False)
-                out = GlobalCore.apply(q, k, v, *offsets, geo.grid, div, mul)
-            else:
-                offsets = self._global_offsets(geo.grid, q.dtype, plus_one=mul)
-                out = attend_global_no_grad(q, k, v, offsets, geo.grid, div, mul)
+            offsets = self._offset_tables(geo.grid, q.dtype)
+            out = GlobalCore.apply(q, k, v, *offsets, geo.grid, div, mul)
         elif torch.is_grad_enabled():
             out = LSLACore.apply(q, k, v, *self._grad_tables(geo), div, mul)
         else:
@@ -186,17 +187,6 @@ class KernelPaths:
         if inner is not None and neg is not None:
             inner = inner.float()  # as _compact_bias does
         return (s, inner, neg, *self._outer_parts(geo))
-
-    @torch.jit.unused
-    def _global_offsets(self, grid: tuple[int, int], dtype: torch.dtype, plus_one: bool):
-        """S, B_i and B_o per offset of ``grid`` in ``dtype``, as :class:`Tables` (B_o as
-        ``1 + B_o`` where ``plus_one``): global attention's tables, no ``L x L`` tensor."""
-        scale, inner, outer = (
-            None if t is None else t.to(dtype) for t in self._offset_tables(grid)
-        )
-        if outer is not None and plus_one:
-            outer = 1.0 + outer
-        return Tables(scale, inner, outer)
 
     @torch.jit.unused
     def _no_grad_tables(self, geo: Geometry, dtype: torch.dtype) -> Tables:
