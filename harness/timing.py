@@ -148,6 +148,22 @@ def load_average() -> tuple[float, float, float] | None:
         return None
 
 
+def balanced_orders(n: int) -> list[list[int]]:
+    """Williams' crossover design: ``n`` orders of ``range(n)`` (``2n`` for odd ``n``) in which
+    each index takes every position, and follows every other index, equally often. A plain
+    rotation keeps each candidate behind the same one every round, so whatever that one leaves
+    in the caches (a GEMM's 48 MB, another model's weights) weighs on it alone."""
+    first, low, high = [0], 1, n - 1
+    while len(first) < n:  # 0, 1, n-1, 2, n-2, ...
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    orders = [[(i + shift) % n for i in first] for shift in range(n)]
+    return orders + [order[::-1] for order in orders] if n % 2 else orders
+
+
 def interleaved(
     candidates: dict[str, Callable[[], Any]],
     baseline: str,
@@ -157,11 +173,13 @@ def interleaved(
     repeats: int = 1,
     threads: int | None = 1,
 ) -> Comparison:
-    """Time every candidate once per round, the order rotating each round, after ``warmup``
-    untimed calls each; CPU runs at ``threads`` threads (CUDA ignores it)."""
+    """Time every candidate once per round, in the orders of ``balanced_orders`` (each
+    candidate in every position and after every other alike), after ``warmup`` untimed calls
+    each; CPU runs at ``threads`` threads (CUDA ignores it)."""
     if baseline not in candidates:
         raise ValueError(f"baseline {baseline!r} is not among {', '.join(candidates)}")
     names = list(candidates)
+    orders = balanced_orders(len(names))
     with pinned_threads(threads if device.type == "cpu" else None) as used:
         result = Comparison(baseline, str(device), used, rounds, repeats, load_average())
         result.allocator = allocator.describe()
@@ -169,7 +187,7 @@ def interleaved(
             for _ in range(warmup):
                 candidates[name]()
         for r in range(rounds):
-            for name in names[r % len(names) :] + names[: r % len(names)]:
+            for name in (names[i] for i in orders[r % len(orders)]):
                 sample = time_call(candidates[name], device, repeats)
                 result.wall_s.setdefault(name, []).append(sample.wall_s)
                 if sample.cpu_s is not None:

@@ -1,4 +1,4 @@
-"""Interleaved timing: rotation, pinned threads, ratios, CPU time; CUDA events on a GPU."""
+"""Interleaved timing: balanced orders, pinned threads, ratios, CPU time; CUDA events on a GPU."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from harness import allocator
-from harness.timing import Comparison, interleaved, pinned_threads, time_call
+from harness.timing import Comparison, balanced_orders, interleaved, pinned_threads, time_call
 
 CPU = torch.device("cpu")
 
@@ -40,6 +40,35 @@ def test_rounds_rotate_the_order_and_ratios_follow_the_times():
     assert out["threads"] == 1 and set(out["speedup"]) == {"fast"}
     assert out["load_avg_before"] is None or len(out["load_avg_before"]) == 3
     assert out["allocator"] == allocator.describe()  # the policy each call ran under
+
+
+@pytest.mark.parametrize("n", range(1, 8))
+def test_balanced_orders_give_each_candidate_every_position_and_predecessor_alike(n):
+    orders = balanced_orders(n)
+    assert len(orders) == (2 * n if n % 2 else n)
+    assert all(sorted(order) == list(range(n)) for order in orders)
+    repeats = len(orders) // n
+    for position in range(n):  # each index as often in each position
+        assert sorted(order[position] for order in orders) == sorted(list(range(n)) * repeats)
+    pairs = [(a, b) for order in orders for a, b in zip(order[:-1], order[1:], strict=True)]
+    counts = {pair: pairs.count(pair) for pair in set(pairs)}
+    assert len(counts) == n * (n - 1)  # every ordered pair of different indices, equally often
+    assert len(set(counts.values())) <= 1
+
+
+def test_a_candidate_slowed_only_right_after_another_is_not_timed_slow_every_round():
+    """What a candidate leaves behind (caches, heap) can slow the next one. Under a plain
+    rotation "a" followed "b" in most rounds and measured 3x slower than "c"; balanced, after
+    "b" in a third of the rounds, its median is its own time."""
+    calls: list[str] = []
+
+    def after_b_slow():
+        calls.append("a")
+        time.sleep(0.03 if len(calls) > 1 and calls[-2] == "b" else 0.01)
+
+    fns = {"b": _sleeper(0.001, calls, "b"), "a": after_b_slow, "c": _sleeper(0.01, calls, "c")}
+    cmp = interleaved(fns, baseline="c", device=CPU, rounds=6, warmup=0)
+    assert 0.7 < cmp.speedup("a")["median"] < 1.4
 
 
 def test_threads_are_pinned_during_and_restored_after():
