@@ -31,6 +31,9 @@ FLEX_GEOMETRIES = {
     "shifted": dict(shift_size=3),
     "global": dict(window="global"),
 }
+# (variant, geometry) pairs that take flex: Swin's own fixed scale and bias take SDPA in
+# windows, flex in global attention (SDPA would need its bias as an [h, L, L] tensor)
+FLEX_CASES = [(name, g) for name in FLEX_VARIANTS for g in FLEX_GEOMETRIES] + [("swin", "global")]
 
 
 def results_by_path(m, x, choice: str = "_flex_applies", paths=(True, False)):

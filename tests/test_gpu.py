@@ -60,6 +60,7 @@ def test_throughput_records_peak_memory_on_cuda():
 FLEX_CASES = [(name, g) for name in FLEX_VARIANTS for g in ("window", "shifted")] + [
     ("lsla", "global"),
     ("lsla_scale_div", "global"),
+    ("swin", "global"),  # SDPA in windows; in global attention flex, its bias per offset
 ]
 
 

@@ -13,8 +13,8 @@ import torch
 import variants
 from harness.attn_stats import recording
 from tests.kernels import (
+    FLEX_CASES,
     FLEX_GEOMETRIES,
-    FLEX_VARIANTS,
     allow_flex_backward_on_cpu,
     fused_cpu_or,
     results_by_path,
@@ -46,8 +46,7 @@ def test_flex_forward_equals_the_explicit_path_on_cpu(switches, monkeypatch):
     torch.testing.assert_close(flex, explicit, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", FLEX_VARIANTS)
-@pytest.mark.parametrize("geometry", FLEX_GEOMETRIES)
+@pytest.mark.parametrize(("name", "geometry"), FLEX_CASES)
 def test_flex_gradients_equal_the_explicit_path_through_flex_eager_maths(
     name, geometry, monkeypatch
 ):
@@ -171,9 +170,11 @@ def test_global_attention_with_a_bias_takes_the_chunked_core_on_cpu():
     assert swin.kernels_used == {"explicit"} and msa.kernels_used == {"sdpa"}
 
 
-def test_flex_global_attention_builds_no_table_over_every_pair(monkeypatch):
+@pytest.mark.parametrize("name", ["lsla", "swin"])
+def test_flex_global_attention_builds_no_table_over_every_pair(name, monkeypatch):
     """On the flex path global attention reads S, B_i and B_o per offset: no ``[h, L, L]``
-    table is built (1.9 GB each per stage-1 layer at 448 px), and all three still learn."""
+    table is built (1.9 GB each per stage-1 layer at 448 px), and every table still learns.
+    Swin's too, which SDPA took with its bias as such a table while LSLA's went to flex."""
     import warnings
 
     from torch.nn.attention.flex_attention import flex_attention
@@ -187,8 +188,9 @@ def test_flex_global_attention_builds_no_table_over_every_pair(monkeypatch):
     allow_flex_backward_on_cpu(monkeypatch)
     monkeypatch.setattr(_lsla_flex, "_flex", lambda: flex_attention)
     monkeypatch.setattr(RelPosTable, "over_grid", refuse)
-    m = variants.create("lsla", 32, 2, 4, window="global")
-    m._flex_applies = lambda q: True
+    m = variants.create(name, 32, 2, 4, window="global")
+    m._flex_applies = lambda q: True  # as on CUDA, where the CPU's explicit core does not apply
+    m._global_core_applies = lambda q, geo: False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # flex's "called without torch.compile"
         try:
@@ -196,7 +198,9 @@ def test_flex_global_attention_builds_no_table_over_every_pair(monkeypatch):
         except NotImplementedError as e:
             pytest.skip(f"flex's backward is refused on CPU by this torch: {e}")
     assert m.kernels_used == {"flex"}
-    for table in (m.dyn_scale, m.inner_bias, m.outer_bias):
+    tables = [t for t in (m.dyn_scale, m.inner_bias, m.outer_bias) if t is not None]
+    assert len(tables) == (3 if name == "lsla" else 1)
+    for table in tables:
         assert table.relative_position_bias_table.grad.abs().sum() > 0
 
 

@@ -112,6 +112,16 @@ class KernelPaths:
         )
 
     @torch.jit.unused
+    def _global_bias_elsewhere(self, q: Tensor, geo: Geometry) -> bool:
+        """Global attention with a relative bias skips SDPA, which would take the bias as an
+        ``[h, L, L]`` tensor, wherever a path reading it per offset applies: the explicit core
+        on CPU, flex on CUDA. So Swin's global baseline is built as LSLA's is, on every
+        device, and no comparison of the two credits LSLA with Swin's bias tensor."""
+        if geo.index is None and self.inner_bias is not None and self._flex_applies(q):
+            return True
+        return self._global_core_applies(q, geo)
+
+    @torch.jit.unused
     def _cpu_kernel_applies(self, q: Tensor, geo: Geometry) -> bool:
         """The fused CPU kernel (``_lsla_cpu``) takes fp32 on CPU, with or without autograd,
         windows of at most 64 tokens, unless the ``fused`` switch is off (every arm on the

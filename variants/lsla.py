@@ -232,7 +232,7 @@ class LSLAAttention(WindowGeometry, KernelPaths, AttentionRecorder, nn.Module):
         elif (
             self.fused
             and not self.recording
-            and (torch.jit.is_scripting() or not self._global_core_applies(q, geo))
+            and (torch.jit.is_scripting() or not self._global_bias_elsewhere(q, geo))
         ):
             if not torch.jit.is_scripting():
                 self.kernels_used.add("sdpa")
