@@ -118,9 +118,11 @@ def test_page_faults_of_fresh_memory_are_counted_per_call():
     # outside the OS kernel: each round's wall time less its kernel time, ratios from those
     outside = [w - k for w, k in zip(cmp.wall_s["fresh"], cmp.kernel_s["fresh"], strict=True)]
     idle = [w - k for w, k in zip(cmp.wall_s["idle"], cmp.kernel_s["idle"], strict=True)]
-    expect = statistics.median(i / f for i, f in zip(idle, outside, strict=True))
+    # rounds whose tick-sampled kernel time exceeds their wall time are left out (none left: NaN)
+    ratios = [i / f for i, f in zip(idle, outside, strict=True) if i > 0 and f > 0]
+    expect = statistics.median(ratios) if ratios else math.nan
     without_faults = cmp.speedup("fresh", "outside_kernel", over="idle")["median"]
-    assert without_faults == pytest.approx(expect)
+    assert without_faults == pytest.approx(expect, nan_ok=True)
     assert cmp.as_dict()["median_page_faults"]["fresh"] >= 8
 
 
