@@ -9,7 +9,14 @@ CPU runs on tiny images (mild random-resized crop, no flip, no mixing), eval res
 
 from __future__ import annotations
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
+from PIL import Image
+from timm.data import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    Mixup,
+    auto_augment,
+    create_transform,
+)
 
 from harness.config import DataConfig, TrainConfig
 
@@ -24,17 +31,41 @@ def build_transform(data: DataConfig, train: TrainConfig, is_training: bool):
     )
     if not is_training or train.recipe == "exact":
         return create_transform(is_training=False, crop_pct=0.875 if paper else 1.0, **common)
-    return create_transform(
-        is_training=True,
-        scale=(0.08, 1.0) if paper else (0.7, 1.0),
-        ratio=(3 / 4, 4 / 3) if paper else (0.9, 1.1),
-        hflip=train.hflip,
-        color_jitter=0.4 if paper else 0.0,
-        auto_augment=train.auto_augment,
-        re_prob=train.reprob,
-        re_mode="pixel",
-        **common,
+    return with_zero_bit_posterize(
+        create_transform(
+            is_training=True,
+            scale=(0.08, 1.0) if paper else (0.7, 1.0),
+            ratio=(3 / 4, 4 / 3) if paper else (0.9, 1.1),
+            hflip=train.hflip,
+            color_jitter=0.4 if paper else 0.0,
+            auto_augment=train.auto_augment,
+            re_prob=train.reprob,
+            re_mode="pixel",
+            **common,
+        )
     )
+
+
+def posterize_any_bits(img: Image.Image, bits_to_keep: int, **kwargs) -> Image.Image:
+    """timm's posterize, 0 bits included. RandAugment's increasing posterize keeps 4 - int(0.4 m)
+    bits: none at magnitude 10, which rand-m9-mstd0.5 draws for about one image in a thousand.
+    Pillow before 13 made such an image black; Pillow 13 raises ValueError, which stopped
+    training mid-epoch."""
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)  # every channel 0, as ImageOps.posterize(img, 0) was
+    return auto_augment.posterize(img, bits_to_keep, **kwargs)
+
+
+def with_zero_bit_posterize(transform):
+    """``transform`` with every posterize op of its AutoAugment / RandAugment / AugMix stages
+    running :func:`posterize_any_bits` (timm's module, shared state, is left as it is)."""
+    for stage in getattr(transform, "transforms", [transform]):
+        ops = list(getattr(stage, "ops", []))
+        ops += [op for sub in getattr(stage, "policy", []) for op in sub]  # AutoAugment's
+        for op in ops:
+            if getattr(op, "aug_fn", None) is auto_augment.posterize:
+                op.aug_fn = posterize_any_bits
+    return transform
 
 
 def make_mixup(train: TrainConfig, num_classes: int) -> Mixup | None:

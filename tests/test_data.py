@@ -161,6 +161,34 @@ def test_paper_recipe_transforms_and_mixup():
     assert make_mixup(TrainConfig(), 10) is None
 
 
+@pytest.mark.parametrize("policy", ["rand-m9-mstd0.5-inc1", "original", "augmix-m5-w4-d2"])
+def test_posterize_to_zero_bits_gives_a_black_image_not_a_crash(policy):
+    """RandAugment's increasing posterize keeps 0 bits at magnitude 10, which m9 with mstd 0.5
+    draws for about one image in a thousand (5 of 5,000 in the paper recipe): Pillow 13 refuses
+    0 bits (a ValueError that stopped a paper-recipe run mid-epoch, and failed CI), Pillow
+    before 13 gave a black image."""
+    from PIL import Image, ImageOps
+    from timm.data import auto_augment
+
+    from harness.transforms import build_transform, posterize_any_bits
+
+    train = TrainConfig(recipe="paper", auto_augment=policy)
+    transform = build_transform(DataConfig(name="digits", img_size=48), train, True)
+    stages = [t for t in transform.transforms if hasattr(t, "ops") or hasattr(t, "policy")]
+    ops = [op for t in stages for op in getattr(t, "ops", [])]
+    ops += [op for t in stages for sub in getattr(t, "policy", []) for op in sub]
+    posterize = [op for op in ops if "Posterize" in op.name]
+    assert posterize and all(op.aug_fn is posterize_any_bits for op in posterize)
+    assert auto_augment.posterize is not posterize_any_bits  # timm's module left as it is
+    img = Image.fromarray(np.arange(48 * 48 * 3, dtype=np.uint8).reshape(48, 48, 3))
+    black = posterize_any_bits(img, 0)
+    assert black.mode == img.mode and black.size == img.size and not np.asarray(black).any()
+    assert np.array_equal(np.asarray(posterize_any_bits(img, 3)), ImageOps.posterize(img, 3))
+    increasing = auto_augment.AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)
+    increasing.aug_fn = posterize_any_bits  # what build_transform does to its ops
+    assert not np.asarray(increasing(img)).any()
+
+
 def _append(path, lines):
     with open(path, "a") as f:
         f.write("".join(lines))
