@@ -83,11 +83,13 @@ def _ratio_line(info: dict) -> str:
 
 
 def _interleaved(ratios: list[float], info: dict) -> str:
-    """``median (IQR q1-q3, n interleaved rounds, t thread(s))`` of per-round ratios."""
+    """``median (IQR q1-q3, n interleaved rounds in balanced order, t thread(s))`` of per-round
+    ratios."""
     med, q1, q3 = ratios
+    order = info.get("round_order", "rotating")
     return (
-        f"{med:.2f}x (IQR {q1:.2f}-{q3:.2f}, {info['rounds_interleaved']} interleaved rounds, "
-        f"{info['timing_threads']} thread(s))"
+        f"{med:.2f}x (IQR {q1:.2f}-{q3:.2f}, {info['rounds_interleaved']} interleaved rounds in "
+        f"{order} order, {info['timing_threads']} thread(s))"
     )
 
 

@@ -66,6 +66,7 @@ def _compare(benchmark, device, interleaved_rounds, full_size: int, train: bool)
     kind = "global_train" if train else "global"
     info = dict(kind=kind, img_size=img_size, batch=1, rounds_interleaved=rounds)
     info.update(timing_threads=cmp.threads, load_avg=cmp.load_avg_before)
+    info["round_order"] = cmp.round_order
     info["time_ratio_vit_lsla_t_vs_swin_t_ref"] = [time_ratio[k] for k in ("median", "q1", "q3")]
     info.update({f"peak_mb_{k}": v / 2**20 for k, v in peak.items()})
     info["median_s"] = cmp.as_dict()["median_s"]

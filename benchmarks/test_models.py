@@ -80,6 +80,7 @@ def test_lsla_vs_timm_swin_tiny_ratio(benchmark, device, interleaved_rounds):
             ratio_cpu_time=cmp.speedup("vit_lsla_t", "cpu")["median"] if cmp.cpu_s else None,
             ratio_vs_swin_t_ref=vs_swin_ref,
             rounds_interleaved=cmp.rounds,
+            round_order=cmp.round_order,
             timing_threads=cmp.threads,
             load_avg=cmp.load_avg_before,
             lsla_images_per_s=batch / median_s["vit_lsla_t"],

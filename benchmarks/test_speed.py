@@ -76,6 +76,7 @@ def test_speed_vs_swin(benchmark, device, interleaved_rounds, mode, batch):
     peak = max(2 * GEMM**3 / median[name] for name in gemms)  # the faster library's
     info = dict(kind="speed", mode=mode, batch=batch, rounds_interleaved=rounds)
     info.update(timing_threads=cmp.threads, load_avg=cmp.load_avg_before, gemm_gflops=peak / 1e9)
+    info["round_order"] = cmp.round_order
     for name in ("vit_lsla_t", REFERENCE):
         s = cmp.speedup(name)
         info[f"speedup_{name}_vs_swin_t_ref"] = [s["median"], s["q1"], s["q3"]]

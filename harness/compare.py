@@ -76,6 +76,7 @@ def compare_arms(
         fns = {arm: b[i] for arm, b in built.items()}
         cmp = interleaved(fns, baseline, device, rounds=rounds, threads=threads)
         out.update(threads=cmp.threads, load_avg=cmp.load_avg_before, allocator=cmp.allocator)
+        out["round_order"] = cmp.round_order
         medians = cmp.as_dict()
         for arm, stats in out["arms"].items():
             stats[f"{mode}_ms_median"] = 1e3 * medians["median_s"][arm]

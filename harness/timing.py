@@ -27,6 +27,8 @@ import torch
 
 from harness import allocator
 
+ROUND_ORDER = "balanced"  # recorded with each comparison: rounds used to rotate (before 2026-12-06)
+
 if sys.platform != "win32":
     import resource
 else:  # no getrusage: kernel time and page faults go unrecorded
@@ -107,6 +109,7 @@ class Comparison:
     load_avg_before: tuple[float, float, float] | None
     load_avg_after: tuple[float, float, float] | None = None
     allocator: str = ""  # harness.allocator.describe(): what each call's memory came from
+    round_order: str = ROUND_ORDER  # the candidates' order within rounds (balanced_orders)
     wall_s: dict[str, list[float]] = field(default_factory=dict)
     cpu_s: dict[str, list[float]] = field(default_factory=dict)
     kernel_s: dict[str, list[float]] = field(default_factory=dict)

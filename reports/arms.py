@@ -62,7 +62,8 @@ def comparison_note(c: dict[str, Any]) -> str:
     load_text = ", ".join(f"{x:.2f}" for x in load) if load else "not recorded"
     return (
         f"{c['experiment']}: speed-up over {c['baseline']} (above 1: faster), median of "
-        f"{c['rounds']} interleaved rounds with the interquartile range of the per-round ratio; "
+        f"{c['rounds']} interleaved rounds ({c.get('round_order', 'rotating')} order) with the "
+        "interquartile range of the per-round ratio; "
         f"{c['device']}, {c['precision']}, {c['threads']} thread(s), batch {c['batch_size']} at "
         f"{c['img_size']} px, untrained models; load average before: {load_text}; allocator: "
         f"{c.get('allocator') or 'not recorded'}. Saved activations: bytes autograd keeps for "

@@ -130,6 +130,8 @@ def _ratio_paragraph(r: pd.Series) -> str:
             how += f"process CPU time ratio {r['ratio_cpu_time']:.2f}×; "
         if isinstance(r.get("allocator"), str):  # benchmark JSON of 2026-12-05 on
             how += f"allocator {r['allocator']}; "
+        order = r.get("round_order")  # rounds rotated before 2026-12-06, balanced since
+        how += f"rounds in {order if isinstance(order, str) else 'rotating'} order; "
     return (
         f"<p><b>vit_lsla_t / timm swin_tiny inference speed on "
         f"{fmt(r.get('device_name'))}: {r['throughput_ratio']:.2f}×</b> "

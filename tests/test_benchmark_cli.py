@@ -63,8 +63,8 @@ def test_global_mode_headline_states_time_ratio_peaks_and_goals():
     (line,) = _headline_lines(info)
     assert line == (
         "global attention at 448 px, vit_lsla_t / swin_t_ref time: 0.37x (IQR 0.35-0.46, "
-        "3 interleaved rounds, 1 thread(s)), goal <= 2; peak 187 vs 3665 MB (goal: no more "
-        "than Swin's)"
+        "3 interleaved rounds in rotating order, 1 thread(s)), goal <= 2; peak 187 vs 3665 MB "
+        "(goal: no more than Swin's)"
     )
     info["attention_kernels"] = {"vit_lsla_t": ["explicit"], "swin_t_ref": ["explicit", "sdpa"]}
     (line,) = _headline_lines(info)
@@ -73,14 +73,15 @@ def test_global_mode_headline_states_time_ratio_peaks_and_goals():
 
 def test_global_training_headline_states_time_ratio_and_peaks():
     info = dict(kind="global_train", img_size=224, rounds_interleaved=9, timing_threads=1)
+    info["round_order"] = "balanced"  # benchmark JSON of 2026-12-06 on; rotating before
     info.update(time_ratio_vit_lsla_t_vs_swin_t_ref=[1.22, 1.18, 1.26])
     info.update(peak_mb_vit_lsla_t=231.4, peak_mb_swin_t_ref=264.0)
     info["attention_kernels"] = {"vit_lsla_t": ["explicit"], "swin_t_ref": ["explicit"]}
     (line,) = _headline_lines(info)
     assert line == (
         "global attention, training step at 224 px, vit_lsla_t / swin_t_ref time: 1.22x (IQR "
-        "1.18-1.26, 9 interleaved rounds, 1 thread(s)); peak 231 vs 264 MB (no goal); "
-        "kernels: vit_lsla_t explicit, swin_t_ref explicit"
+        "1.18-1.26, 9 interleaved rounds in balanced order, 1 thread(s)); peak 231 vs 264 MB "
+        "(no goal); kernels: vit_lsla_t explicit, swin_t_ref explicit"
     )
 
 

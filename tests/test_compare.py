@@ -66,4 +66,5 @@ def test_compare_command_writes_arms_json_and_the_report_shows_it(tmp_path, caps
     assert "Speed and memory between arms (measured together)" in page
     assert "page faults / train step" in page
     assert f"allocator: {arms['allocator']}." in page
-    assert "2 interleaved rounds" in page and "× baseline (IQR)" in page
+    assert "2 interleaved rounds (balanced order)" in page and "× baseline (IQR)" in page
+    assert arms["round_order"] == "balanced"

@@ -332,4 +332,5 @@ def test_report_reads_the_newest_autosaved_benchmark_run(tmp_path, monkeypatch):
     assert "1.22×" in page and "1.11×" not in page
     assert "median of 7 interleaved rounds, IQR 1.20–1.25" in page
     assert "allocator steady (glibc);" in page  # the policy the ratio was measured under
+    assert "rounds in rotating order;" in page  # JSON of before 2026-12-06 lacks the field
     assert "1.22×" in build(runs, [str(tmp_path / ".benchmarks")])
