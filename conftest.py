@@ -83,8 +83,8 @@ def _ratio_line(info: dict) -> str:
 
 
 def _interleaved(ratios: list[float], info: dict) -> str:
-    """``median (IQR q1-q3, n interleaved rounds in balanced order, t thread(s))`` of per-round
-    ratios."""
+    """``median (IQR q1-q3, n interleaved rounds in <order> order, t thread(s))`` of per-round
+    ratios; rows from before the order was recorded were timed in rotating order."""
     med, q1, q3 = ratios
     order = info.get("round_order", "rotating")
     return (

@@ -104,12 +104,11 @@ class KernelPaths:
         building it): swin_t_ref's global forward at 448 px ran 9.2x as fast this way (3
         interleaved rounds), its training step at 224 px 1.04-1.26x (medians of three runs of
         9 rounds) with a quarter to a third of SDPA's peak memory."""
-        return (
-            geo.index is None
-            and self.inner_bias is not None
-            and q.device.type == "cpu"
-            and self._core_applies(q)
-        )
+        return self._global_with_bias(geo) and q.device.type == "cpu" and self._core_applies(q)
+
+    @torch.jit.unused
+    def _global_with_bias(self, geo: Geometry) -> bool:
+        return geo.index is None and self.inner_bias is not None
 
     @torch.jit.unused
     def _global_bias_elsewhere(self, q: Tensor, geo: Geometry) -> bool:
@@ -117,9 +116,9 @@ class KernelPaths:
         ``[h, L, L]`` tensor, wherever a path reading it per offset applies: the explicit core
         on CPU, flex on CUDA. So Swin's global baseline is built as LSLA's is, on every
         device, and no comparison of the two credits LSLA with Swin's bias tensor."""
-        if geo.index is None and self.inner_bias is not None and self._flex_applies(q):
-            return True
-        return self._global_core_applies(q, geo)
+        return self._global_with_bias(geo) and (
+            self._flex_applies(q) or self._global_core_applies(q, geo)
+        )
 
     @torch.jit.unused
     def _cpu_kernel_applies(self, q: Tensor, geo: Geometry) -> bool:
