@@ -44,3 +44,22 @@ def test_bf16_autocast_keeps_the_bias_in_fp32_in_windowed_and_shifted_blocks(nam
         dtypes[shift] = m.record.weights.dtype
         m.clear_record()
     assert dtypes == {0: torch.float32, 2: torch.float32}
+
+
+@pytest.mark.parametrize(("size", "permutes"), [(8, True), (7, False)])  # window 4: 7 is padded
+@pytest.mark.parametrize("name", ["swin", "lsla"])
+def test_window_gathers_backward_gathers_where_nothing_is_padded(name, size, permutes):
+    """Unpadded, the tokens' way into windows and back are permutations: their gradients are
+    gathers by the inverse order, not scatters into zeros (``variants._window.permute_tokens``);
+    padded, index_select's own gradient, and the same gradients as the explicit path."""
+    torch.manual_seed(0)
+    fused, explicit = build(name, 4, 2), build(name, 4, 2, fused=False)
+    explicit.load_state_dict(fused.state_dict())
+    x = torch.randn(2, size, size, DIM, requires_grad=True)
+    dout = torch.randn(2, size, size, DIM)
+    grads = [torch.autograd.grad(m(x), x, dout)[0] for m in (fused, explicit)]
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-5)
+    with torch.profiler.profile() as prof:
+        torch.autograd.grad(fused(x), x, dout)
+    names = {e.name for e in prof.events()}
+    assert ("aten::index_add_" in names) is not permutes

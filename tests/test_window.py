@@ -10,6 +10,7 @@ from timm.models.swin_transformer import window_partition as timm_partition
 
 from variants._window import (
     RelPosTable,
+    permute_tokens,
     relative_position_index,
     shift_region_mask,
     window_order,
@@ -115,3 +116,40 @@ def test_window_order_is_roll_pad_partition_and_back(h, w, m, data):
         tokens = torch.cat([tokens, torch.zeros(2, 1, 3)], dim=1)
     assert torch.equal(tokens[:, gather], expected)
     assert torch.equal(expected[:, scatter].view(2, h, w, 3), x)
+
+
+@given(h=st.integers(1, 4), w=st.integers(1, 4), m=st.integers(1, 3), data=st.data())
+def test_unpadded_window_orders_are_each_others_inverse(h, w, m, data):
+    """What ``permute_tokens`` relies on where the attention layers call it."""
+    h, w = h * m, w * m  # multiples of the window: nothing padded
+    shift = (data.draw(st.integers(0, m - 1)), data.draw(st.integers(0, m - 1)))
+    gather, scatter = window_order((h, w), (m, m), shift)
+    assert torch.equal(gather[scatter], torch.arange(h * w))
+    assert torch.equal(scatter[gather], torch.arange(h * w))
+
+
+def test_permute_tokens_has_index_selects_gradients_and_gathers_them():
+    gather, scatter = window_order((14, 14), (7, 7), (3, 3))
+    x = torch.randn(2, 196, 8, dtype=torch.float64, requires_grad=True)
+    ours = permute_tokens(x, gather, scatter)
+    assert torch.equal(ours, x.index_select(1, gather))
+    assert ours.grad_fn is not None and "PermuteTokens" in type(ours.grad_fn).__name__
+    torch.autograd.gradcheck(lambda t: permute_tokens(t, gather, scatter), (x,))
+    torch.autograd.gradgradcheck(lambda t: permute_tokens(t, gather, scatter) ** 2, (x,))
+    seen = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: seen.append(t) or t, lambda t: t):
+        out = permute_tokens(x, gather, scatter)
+    dout = torch.randn_like(out)
+    (grad,) = torch.autograd.grad(out, x, dout)
+    assert torch.equal(
+        grad, x.index_select(1, gather).new_zeros(x.shape).index_add_(1, gather, dout)
+    )
+    assert [t is scatter for t in seen] == [True]  # the inverse index alone, no activation
+
+
+def test_permute_tokens_without_autograd_is_index_select():
+    gather, scatter = window_order((7, 14), (7, 7), (0, 3))
+    x = torch.randn(1, 98, 4)
+    with torch.no_grad():
+        out = permute_tokens(x.requires_grad_(), gather, scatter)
+    assert out.grad_fn is None and torch.equal(out, x.index_select(1, gather))

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from variants._window import (
+    permute_tokens,
     relative_position_index,
     shift_region_mask,
     window_order,
@@ -108,6 +109,11 @@ class WindowGeometry:
         if torch.jit.is_scripting():
             return shift_masks(padded, window, shift, device)
         return self._cached(("mask", padded, window, shift, device))
+
+    @torch.jit.unused  # TorchScript takes index_select: an autograd.Function cannot compile
+    def _permute(self, tokens: Tensor, order: Tensor, inverse: Tensor) -> Tensor:
+        """``tokens.index_select(1, order)``, ``order`` a permutation (``permute_tokens``)."""
+        return permute_tokens(tokens, order, inverse)
 
     @torch.jit.unused
     def _cached(self, key: tuple):

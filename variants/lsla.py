@@ -185,7 +185,13 @@ class LSLAAttention(WindowGeometry, KernelPaths, AttentionRecorder, nn.Module):
         tokens = x.reshape(B, H * W, C)
         if pad_h or pad_w:
             tokens = F.pad(tokens, (0, 0, 0, 1))  # the zero row that padding slots read
-        windows = tokens.index_select(1, gather).view(-1, window[0] * window[1], C)
+        # unpadded, gather and scatter are two permutations, each the other's inverse
+        permutes = not (pad_h or pad_w or torch.jit.is_scripting())
+        if permutes:
+            windows = self._permute(tokens, gather, scatter)
+        else:
+            windows = tokens.index_select(1, gather)
+        windows = windows.view(-1, window[0] * window[1], C)
         mask: Tensor | None = None
         neg: Tensor | None = None
         keep: Tensor | None = None
@@ -196,7 +202,10 @@ class LSLAAttention(WindowGeometry, KernelPaths, AttentionRecorder, nn.Module):
             valid = valid_queries(B, (H, W), (Hp, Wp), window, x.device)
         geo = Geometry(window, self._index(window, x.device), mask, neg, keep, valid)
         out = self._attend(windows, geo)  # [B*nW, N, C]
-        return out.view(B, -1, C).index_select(1, scatter).view(B, H, W, C)
+        out = out.view(B, -1, C)
+        if permutes:
+            return self._permute(out, scatter, gather).view(B, H, W, C)
+        return out.index_select(1, scatter).view(B, H, W, C)
 
     @torch.jit.unused
     def _images_per_group(self, x: Tensor) -> int | None:
