@@ -111,6 +111,29 @@ def test_threads_split_the_windows_without_changing_a_bit(monkeypatch):
             torch.testing.assert_close(one, three, rtol=1e-5, atol=1e-5 * one.abs().max().item())
 
 
+def test_one_tensor_as_keys_and_values_gets_both_gradients_in_one_pass(monkeypatch):
+    """LSLA's keys and values are one tensor (X's channel slices): the kernel adds dK onto dV in
+    its own buffer, bit for bit what autograd's sum of two buffers gave, and autograd adds
+    nothing."""
+    fused, _, x = _pair("lsla", (96, 3, 7, 3, 14, 14))
+    calls = []
+    attend = _lsla_cpu.attend
+    monkeypatch.setattr(_lsla_cpu, "attend", lambda *args: calls.append(args) or attend(*args))
+    fused(x).sum().backward()
+    q, k, v, *tables = calls[0]
+    assert k is v
+    q = q.detach()
+    tables = [t.detach() if isinstance(t, torch.Tensor) else t for t in tables]
+    dout = torch.randn(q.shape[0], q.shape[2], q.shape[1], q.shape[3]).transpose(1, 2)
+    apart = [k.detach().clone().requires_grad_() for _ in range(2)]
+    attend(q, *apart, *tables).backward(dout)
+    one = k.detach().clone().requires_grad_()
+    with torch.profiler.profile() as prof:
+        attend(q, one, one, *tables).backward(dout)
+    assert torch.equal(one.grad, apart[0].grad + apart[1].grad)
+    assert not [e.name for e in prof.events() if e.name.startswith("aten::add")]
+
+
 def test_tables_follow_an_update_of_the_parameters():
     fused, explicit, x = _pair("lsla", SHAPES[1])
     with torch.inference_mode():

@@ -139,8 +139,10 @@ inline void dot_block(Mat x, float scale, const v16 (*yt)[NV], int i0, int rows,
 }
 
 // rows i0 .. i0+R of W Y (or W^T Y): out_i = scale * sum_j w[i][j] y_j over the n rows of y
+// (added to out_i's values when `add`)
 template <int NV, int DV, int R, bool TRANSPOSED>
-inline void weigh_rows(const float* w, Mat y, int n, float scale, float* out, long os, int i0) {
+inline void weigh_rows(const float* w, Mat y, int n, float scale, float* out, long os, int i0,
+                       bool add) {
     constexpr int NP = 16 * NV;
     v16 acc[R][DV];
     for (int r = 0; r < R; ++r)
@@ -154,14 +156,17 @@ inline void weigh_rows(const float* w, Mat y, int n, float scale, float* out, lo
         }
     }
     for (int r = 0; r < R; ++r)
-        for (int c = 0; c < DV; ++c) store(out + (i0 + r) * os + 16 * c, acc[r][c] * scale);
+        for (int c = 0; c < DV; ++c) {
+            float* at = out + (i0 + r) * os + 16 * c;
+            store(at, add ? load(at) + acc[r][c] * scale : acc[r][c] * scale);
+        }
 }
 
 template <int NV, int DV, bool TRANSPOSED>
-void weigh(const float* w, Mat y, int n, float scale, float* out, long os) {
+void weigh(const float* w, Mat y, int n, float scale, float* out, long os, bool add = false) {
     int i = 0;
-    for (; i + 6 <= n; i += 6) weigh_rows<NV, DV, 6, TRANSPOSED>(w, y, n, scale, out, os, i);
-    for (; i < n; ++i) weigh_rows<NV, DV, 1, TRANSPOSED>(w, y, n, scale, out, os, i);
+    for (; i + 6 <= n; i += 6) weigh_rows<NV, DV, 6, TRANSPOSED>(w, y, n, scale, out, os, i, add);
+    for (; i < n; ++i) weigh_rows<NV, DV, 1, TRANSPOSED>(w, y, n, scale, out, os, i, add);
 }
 
 template <int NV, int D>
@@ -273,7 +278,9 @@ void backward_tile(const Tile& x, const Flags& f) {
             for (int r = 0; r < rows; ++r) logits_grad_rows<NV, 1>(acc + r, x, f, i + r, qk, p, dl);
     }
     weigh<NV, DV, false>(dl, x.k, n, f.qscale, const_cast<float*>(x.dq.p), x.dq.rs);  // dQ
-    weigh<NV, DV, true>(dl, x.q, n, f.qscale, const_cast<float*>(x.dk.p), x.dk.rs);   // dK
+    // dK; keys and values one tensor (LSLA's X): dK added onto dV, in dV's buffer
+    const bool shared = x.dk.p == x.dv.p;
+    weigh<NV, DV, true>(dl, x.q, n, f.qscale, const_cast<float*>(x.dk.p), x.dk.rs, shared);
 }
 
 typedef void (*TileFn)(const Tile&, const Flags&);
@@ -376,7 +383,8 @@ int lsla_window_forward(const float* q, const float* k, const float* v, float* o
 
 // Backward: dq, dk, dv from dout (24 strides: q, k, v, unused, dout, dq, dk, dv), and the
 // tables' gradients summed into gs, ginner, gouter ([threads][heads][n][np] each, zeroed; null:
-// not wanted; gouter is the gradient of B_o, K_o applied).
+// not wanted; gouter is the gradient of B_o, K_o applied). dk == dv (keys and values one
+// tensor, at the same strides): the buffer gets their sum.
 int lsla_window_backward(const float* q, const float* k, const float* v, const float* dout,
                          float* dq, float* dk, float* dv, const long* strides, long windows,
                          int heads, int n, int head_dim, int n_windows, const float* s,
