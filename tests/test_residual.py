@@ -83,3 +83,21 @@ def test_autograd_keeps_the_factor_alone():
     ):
         residual_add(x, branch, DropPath(0.2).train())
     assert saved == [(6, 1, 1, 1)]
+
+
+def test_under_bf16_the_product_is_not_rounded_to_bf16_first():
+    """Autocast's branch is bf16 and the residual stream fp32: timm rounds branch x factor to
+    bf16 before the add, addcmul adds the exact product."""
+    x = torch.randn(4, 7, 7, 16)
+    branch = torch.randn(4, 7, 7, 16).bfloat16()
+    drop = DropPath(0.3).train()
+    seed = torch.seed()
+    ours = residual_add(x, branch, drop)
+    torch.manual_seed(seed)
+    factor = branch.new_empty((4, 1, 1, 1)).bernoulli_(0.7).div_(0.7)
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours, x + branch.float() * factor.float(), rtol=1e-6, atol=1e-6)
+    torch.manual_seed(seed)
+    torch.testing.assert_close(
+        ours, x + drop(branch), rtol=0, atol=2**-7 * branch.abs().max() * 1.5
+    )
