@@ -209,8 +209,7 @@ class FusedWindowAttention(torch.autograd.Function):
             )  # fmt: skip
         _check(status, q)
         ds, dinner, dbo = (None if g is None else g.sum(0)[..., :n] for g in grads)
-        if ctx.shared:
-            return dq, dk, None, ds, dinner, dbo, None, None, None  # dk: both gradients
+        dv = None if ctx.shared else dv  # shared: dk holds both gradients
         return dq, dk, dv, ds, dinner, dbo, None, None, None
 
 
