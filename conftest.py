@@ -102,6 +102,7 @@ def _speed_line(info: dict) -> str:
         f"{100 * info['gemm_share_swin_t_ref']:.0f}%, peak {info['gemm_gflops']:.0f} GFLOP/s)"
         + _faults(info)
         + _allocator(info)
+        + _cpu_gemms(info)
     )
 
 
@@ -118,6 +119,11 @@ def _outside_kernel(info: dict) -> str:
 def _allocator(info: dict) -> str:
     """``; allocator <policy>`` where the row recorded it (``harness.allocator``)."""
     return f"; allocator {info['allocator']}" if info.get("allocator") else ""
+
+
+def _cpu_gemms(info: dict) -> str:
+    """``; linear layers: <libraries>`` where the row recorded them (``variants._linear``)."""
+    return f"; linear layers: {info['cpu_gemms']}" if info.get("cpu_gemms") else ""
 
 
 def _faults(info: dict) -> str:

@@ -19,6 +19,7 @@ import torch
 
 from harness import allocator
 from harness.timing import time_call
+from variants._linear import cpu_gemms
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -68,6 +69,8 @@ def run_benchmark(benchmark, fn, device: torch.device, warmup: int = 2, **info):
         threads=torch.get_num_threads(),
         allocator=allocator.describe(),
     )
+    if device.type == "cpu":
+        benchmark.extra_info["cpu_gemms"] = cpu_gemms()  # which library ran each linear product
     result = benchmark(fn)
     if device.type == "cuda":
         benchmark.extra_info.update(cuda_event_times(fn, device))

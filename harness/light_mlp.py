@@ -22,7 +22,7 @@ from torch.profiler import record_function
 
 from variants._cpu_build import BuildError, build_and_load, disabled
 from variants._eager import plain_cpu_fp32
-from variants._linear import HAS_ONEDNN_LINEAR, onednn_linear
+from variants._linear import HAS_ONEDNN_LINEAR, input_gradient, onednn_linear
 
 SOURCE = Path(__file__).with_name("_gelu_cpu.cpp")
 CHANNELS_LAST = torch.channels_last
@@ -69,6 +69,12 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return F.linear(x, weight, bias)
 
 
+def _input_gradient(dout: Tensor, weight: Tensor) -> Tensor:  # dout @ weight
+    if HAS_ONEDNN_LINEAR and plain_cpu_fp32(dout):
+        return input_gradient(dout, weight)
+    return F.linear(dout, weight.t())
+
+
 class GeluLinear(torch.autograd.Function):
     """``linear(gelu(h), weight, bias)``, saving h and the weight. Under autocast the forward's
     ops take autocast's dtypes and the backward computes in the output gradient's dtype, as
@@ -85,7 +91,7 @@ class GeluLinear(torch.autograd.Function):
     def backward(ctx, dout):
         h, weight = ctx.saved_tensors
         weight = weight.to(dout.dtype)
-        da = _linear(dout, weight.t(), None)  # dout @ weight
+        da = _input_gradient(dout, weight)
         a, dh = gelu_and_grad(h, da.to(h.dtype))
         dflat = dout.reshape(-1, dout.shape[-1])
         dw = db = None

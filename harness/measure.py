@@ -21,6 +21,7 @@ from torch import nn
 from harness import allocator
 from harness.identity import git_commit
 from harness.timing import Sample, load_average, time_call
+from variants._linear import cpu_gemms
 
 _aten = torch.ops.aten
 
@@ -257,6 +258,8 @@ def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
         "allocator": allocator.describe(),
     }
+    if device.type == "cpu":
+        env["cpu_gemms"] = cpu_gemms()  # which library ran each linear product
     if device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(device)
     return env

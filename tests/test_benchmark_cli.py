@@ -119,3 +119,5 @@ def test_speed_headline_states_each_models_page_faults_when_recorded():
         with_policy
         == outside + "; allocator steady (glibc mmap threshold 32 MB, heap never trimmed)"
     )
+    info["cpu_gemms"] = "forward oneDNN, input gradient MKL, weight gradient torch.mm"
+    assert _headline_lines(info) == [with_policy + "; linear layers: " + info["cpu_gemms"]]

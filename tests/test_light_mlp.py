@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import harness.light_mlp as light_mlp
+import variants._linear
 from harness.measure import saved_bytes
 from harness.mlp import Mlp
 
@@ -46,12 +47,14 @@ def test_light_mlp_equals_op_by_op_in_float64():
     _close(_outputs_and_grads(light, x), _outputs_and_grads(plain, x), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("grad_on_mkl", [False, True])
 @pytest.mark.parametrize("fused", [True, False])
-def test_light_mlp_equals_op_by_op_in_fp32(monkeypatch, fused):
+def test_light_mlp_equals_op_by_op_in_fp32(monkeypatch, fused, grad_on_mkl):
     if fused and light_mlp.library() is None:
         pytest.skip("no C++ compiler: the fused GELU pass is not built")
     if not fused:
         monkeypatch.setattr(light_mlp, "library", lambda: None)
+    monkeypatch.setattr(variants._linear, "INPUT_GRAD_ON_MKL", grad_on_mkl)
     light, plain = _pair()
     x = 2 * torch.randn(3, 49, 32)
     _close(_outputs_and_grads(light, x), _outputs_and_grads(plain, x), rtol=1e-5, atol=1e-5)

@@ -66,19 +66,35 @@ def test_mlp_fuses_gelu_into_fc1_and_equals_timm(monkeypatch):
 
 @needs_onednn
 @pytest.mark.parametrize("bias", [True, False])
-def test_training_through_onednn_equals_nn_linear(monkeypatch, bias):
-    """Forward and the input's gradient on oneDNN, the weight's on torch.mm."""
+@pytest.mark.parametrize("grad_on_mkl", [False, True])
+def test_training_through_onednn_equals_nn_linear(monkeypatch, bias, grad_on_mkl):
+    """Forward on oneDNN, the input's gradient on oneDNN or MKL (the CPU's faster), the
+    weight's on torch.mm."""
+    monkeypatch.setattr(variants._linear, "INPUT_GRAD_ON_MKL", grad_on_mkl)
     ours, plain = _pair(bias)
     calls = _spy(monkeypatch, variants._linear)
     x = torch.randn(2, 7, 9, 96).transpose(1, 2)  # non-contiguous, 4-D
-    grad = torch.randn(2, 9, 7, 288)
+    grad = torch.randn(2, 7, 9, 288).transpose(1, 2)  # the output gradient non-contiguous too
     inputs = [x.clone().requires_grad_() for _ in range(2)]
     for layer, xi in zip((ours, plain), inputs, strict=True):
         (layer(xi) * grad).sum().backward()
-    assert len(calls) == 2  # the forward and the input's gradient
+    assert len(calls) == (1 if grad_on_mkl else 2)  # the forward (and the input's gradient)
     torch.testing.assert_close(inputs[0].grad, inputs[1].grad, rtol=1e-5, atol=1e-5)
     for got, want in zip(ours.parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(got.grad, want.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_the_input_gradient_takes_mkl_on_intel_cpus_only(monkeypatch):
+    monkeypatch.setattr(variants._linear, "_cpu_vendor", lambda: "GenuineIntel")
+    assert variants._linear._input_grad_on_mkl() == torch.backends.mkl.is_available()
+    monkeypatch.setattr(variants._linear, "_cpu_vendor", lambda: "AuthenticAMD")
+    assert not variants._linear._input_grad_on_mkl()
+
+
+def test_the_records_name_the_input_gradients_library(monkeypatch):
+    for on_mkl, name in ((True, "input gradient MKL"), (False, "input gradient oneDNN")):
+        monkeypatch.setattr(variants._linear, "INPUT_GRAD_ON_MKL", on_mkl)
+        assert (name in variants._linear.cpu_gemms()) == HAS_ONEDNN_LINEAR
 
 
 def test_other_dtypes_take_nn_linears_path(monkeypatch):

@@ -17,6 +17,7 @@ from harness.results import read_json
 from harness.run import execute
 from harness.sweep import run_sweep
 from tests.kernels import fused_cpu_or
+from variants._linear import cpu_gemms
 
 ROOT = Path(__file__).parents[1]
 
@@ -74,6 +75,7 @@ def test_run_writes_a_complete_record(tmp_path):
     assert record["memory"]["peak_allocated_mb"] is None  # absent cleanly on CPU
     assert record["env"]["torch"] == torch.__version__ and "git_commit" in record["env"]
     assert record["env"]["allocator"].startswith(("steady", "system"))  # beside the timings
+    assert record["env"]["cpu_gemms"] == cpu_gemms()  # which library ran the linear layers
     layers = record["attn_stats"]
     assert len(layers) == 3  # the 1x1 last stage is left out
     assert {"entropy", "self_weight", "mean_distance"} <= set(layers[0])
