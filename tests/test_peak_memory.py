@@ -19,6 +19,8 @@ def test_peak_is_the_forwards_own_and_grows_with_the_batch():
 def test_a_training_step_peaks_above_the_inference_forward():
     """With ``train``, forward and backward: autograd keeps the activations (about 2x here)."""
     spec = ("vit_lsla_micro", 32, {"window": "global"})
-    inference = forward_peak_bytes(*spec, batch=64)
-    step = forward_peak_bytes(*spec, batch=64, train=True)
+    # the least of two fresh processes each: what else a process touches only adds to a peak
+    # (one inference in a clean clone's first test run peaked at 48 MB against 25 in the others)
+    inference = min(forward_peak_bytes(*spec, batch=64) for _ in range(2))
+    step = min(forward_peak_bytes(*spec, batch=64, train=True) for _ in range(2))
     assert step > 1.5 * inference
