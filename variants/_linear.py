@@ -45,7 +45,7 @@ def _cpu_vendor() -> str:
 
 
 # The input's gradient in training, dY W, on MKL's GEMM where the CPU is Intel's: a training
-# step's 36 shapes took 180 against 211 ms on oneDNN reading the weight transposed (Xeon,
+# step's 48 products took 180 against 211 ms on oneDNN reading the weight transposed (Xeon,
 # 2026-12-06, 5 interleaved rounds; stage 4's fc2 65 against 149 GFLOP/s). On AMD's EPYC MKL
 # takes a slower path (90-104 GFLOP/s against oneDNN's 94-227), so oneDNN keeps it there.
 def _input_grad_on_mkl() -> bool:
