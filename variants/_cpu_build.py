@@ -96,11 +96,18 @@ def _first_line(err: BaseException) -> str:
     return (lines or [text.strip() or type(err).__name__])[0][:200]
 
 
+def cpuinfo_lines() -> list[str] | None:
+    """Linux's ``/proc/cpuinfo``, a line each; None where there is none to read."""
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+
+
 def _cpu_id() -> bytes:
     """What ``-march=native`` compiles for: the CPU's model and feature flags."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
+    lines = cpuinfo_lines()
+    if lines is None:
         return f"{platform.machine()} {platform.processor()}".encode()
     wanted = ("model name", "flags", "Features", "CPU part")
     return "\n".join(sorted({ln for ln in lines if ln.startswith(wanted)})).encode()

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.utils.weak import WeakIdKeyDictionary
 
+from variants._cpu_build import cpuinfo_lines
 from variants._eager import plain_cpu_fp32
 from variants._versions import versions
 
@@ -34,14 +35,8 @@ HAS_ONEDNN_LINEAR = _has_onednn_linear()
 
 def _cpu_vendor() -> str:
     """The CPU's vendor as Linux names it (``GenuineIntel``, ``AuthenticAMD``); "" elsewhere."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    vendors = (ln.split(":", 1)[1] for ln in cpuinfo_lines() or [] if ln.startswith("vendor_id"))
+    return next(vendors, "").strip()
 
 
 # The input's gradient in training, dY W, on MKL's GEMM where the CPU is Intel's: a training
@@ -125,7 +120,7 @@ def input_gradient(dout: Tensor, weight: Tensor) -> Tensor:
 def cpu_gemms() -> str:
     """Which library runs each product of an fp32 linear layer on CPU, for the records."""
     if not HAS_ONEDNN_LINEAR:
-        return "MKL (torch's own linear)"
+        return "torch's own (nn.Linear's path)"
     grad = "MKL" if INPUT_GRAD_ON_MKL else "oneDNN"
     return f"forward oneDNN, input gradient {grad}, weight gradient torch.mm"
 
