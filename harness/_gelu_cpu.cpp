@@ -51,9 +51,44 @@ void run(const Span& s) {
     for (long j = i; j < s.end; ++j) s.a[j] = ab[j - i], s.dh[j] = gb[j - i];
 }
 
+// rows [r0, r1) of `width` floats each (a multiple of 16), dh's column sums added into sum:
+// each block of up to 128 rows summed apart and then added, so that no long run of fp32 adds
+// grows one partial sum's round-off with the row count
+void run_rows(const float* h, const float* da, float* a, float* dh, long r0, long r1, long width,
+              float* sum) {
+    const long vectors = width / 16;
+    std::vector<v16> block(vectors);
+    for (long b0 = r0; b0 < r1; b0 += 128) {
+        const long b1 = b0 + 128 < r1 ? b0 + 128 : r1;
+        for (long c = 0; c < vectors; ++c) block[c] = (v16){};
+        for (long r = b0; r < b1; ++r)
+            for (long c = 0; c < vectors; ++c) {
+                const long i = r * width + 16 * c;
+                v16 ai, di;
+                gelu_and_grad16(load(h + i), load(da + i), &ai, &di);
+                store(a + i, ai);
+                store(dh + i, di);
+                block[c] += di;
+            }
+        for (long c = 0; c < vectors; ++c) store(sum + 16 * c, load(sum + 16 * c) + block[c]);
+    }
+}
+
 }  // namespace
 
 extern "C" {
+
+// gelu_and_grad over rows of `width` floats (a multiple of 16), and dh's sum over the rows,
+// fc1's bias gradient, on the way: sums [threads][width], zeroed; thread t adds into row t
+// (the caller adds the rows up)
+void gelu_and_grad_sum(const float* h, const float* da, float* a, float* dh, long rows,
+                       long width, float* sums, int threads) {
+    long parts = threads < 1 ? 1 : threads;
+    if (parts > rows) parts = rows > 0 ? rows : 1;
+    simd::run_parts(parts, [&](long p) {
+        run_rows(h, da, a, dh, rows * p / parts, rows * (p + 1) / parts, width, sums + p * width);
+    });
+}
 
 // a and dh from h and da, n contiguous floats each (dh may be da: each block is read before it
 // is written); threads share the range in 16-float blocks

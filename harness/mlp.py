@@ -2,7 +2,8 @@
 see ``variants._linear``), one pass writing the hidden map instead of a GEMM and then a GELU
 over it, in row chunks where the whole hidden map would be mapped fresh
 (``variants._inference_chunks``); and in training, GELU and fc2 keeping only GELU's input for
-backward (``harness.light_mlp``), not its output as well.
+backward (``harness.light_mlp``), not its output as well, in fp32 with oneDNN fc1, GELU and fc2
+as one autograd function whose fused GELU pass also gives fc1's bias gradient.
 
 Same modules, parameters and state dict as timm's ``Mlp``; every other case runs timm's op-by-op
 forward. No ``from __future__ import annotations``: TorchScript compiles it.
@@ -13,7 +14,7 @@ from timm.layers import Mlp as TimmMlp
 from timm.layers import register_notrace_module
 from torch import Tensor, nn
 
-from harness.light_mlp import GeluLinear
+from harness.light_mlp import GeluLinear, LightMlp
 from variants._inference_chunks import chunked, rows_per_chunk
 from variants._linear import Linear, onednn_applies, onednn_linear
 
@@ -35,6 +36,9 @@ class Mlp(TimmMlp):
             if onednn_applies(x):
                 return self._inference(x)
             if self._light_backward():
+                if LightMlp.applies(x, self.fc1.out_features):
+                    fc1, fc2 = self.fc1, self.fc2
+                    return self.drop2(LightMlp.apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias))
                 return self.drop2(self._gelu_fc2(self.fc1(x)))
         return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
 

@@ -1,6 +1,7 @@
 """The MLP's memory-light training path (GELU and fc2 keeping only GELU's input) equals timm's
-op-by-op MLP: exactly in float64, within round-off in fp32 (the fused C++ pass and torch's ops),
-and under bf16 autocast; it keeps one hidden map where the op-by-op path keeps two."""
+op-by-op MLP: exactly in float64, within round-off in fp32 (the fused C++ pass and torch's ops;
+with oneDNN, fc1, GELU and fc2 as one autograd function whose GELU pass also sums fc1's bias
+gradient), and under bf16 autocast; it keeps one hidden map where the op-by-op path keeps two."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 
 import harness.light_mlp as light_mlp
 import variants._linear
+from harness.light_mlp import LightMlp
 from harness.measure import saved_bytes
 from harness.mlp import Mlp
 
@@ -110,3 +112,44 @@ def test_a_second_derivative_is_refused_not_silently_wrong():
     (grad,) = torch.autograd.grad(light(x).square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         grad.sum().backward()
+
+
+@needs_library
+@pytest.mark.skipif(not variants._linear.HAS_ONEDNN_LINEAR, reason="torch built without oneDNN")
+def test_fp32_training_runs_fc1_gelu_and_fc2_as_one_function():
+    light, _ = _pair()
+    y = light(torch.randn(2, 49, 32, requires_grad=True))
+    assert type(y.grad_fn).__name__ == "LightMlpBackward"
+
+
+@needs_library
+def test_hidden_rows_off_the_vector_width_take_the_two_function_path():
+    torch.manual_seed(0)
+    light = Mlp(32, 40).train()  # 40 hidden channels: not a multiple of 16 floats
+    plain = copy.deepcopy(light)
+    plain._light_backward = lambda: False
+    x = torch.randn(2, 49, 32)
+    assert not LightMlp.applies(x, 40)
+    assert type(light(x.requires_grad_()).grad_fn).__name__ == "GeluLinearBackward"
+    _close(_outputs_and_grads(light, x), _outputs_and_grads(plain, x), rtol=1e-5, atol=1e-5)
+
+
+@needs_library
+@pytest.mark.parametrize("threads", [1, 3])
+def test_fused_pass_sums_the_gradient_over_rows_within_round_off(threads):
+    torch.manual_seed(0)
+    rows, width = 300, 48  # blocks of 128 rows and a partial one, shared unevenly by threads
+    h, da = 4 * torch.randn(rows, width), torch.randn(rows, width)
+    want_dh = torch.ops.aten.gelu_backward(da.double(), h.double())
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fused = light_mlp.gelu_grad_and_bias_grad(h, da.clone())
+    finally:
+        torch.set_num_threads(previous)
+    assert fused is not None
+    a, dh, db = fused
+    torch.testing.assert_close(a.double(), F.gelu(h.double()), rtol=0, atol=2e-6)
+    torch.testing.assert_close(dh.double(), want_dh, rtol=0, atol=2e-6)
+    torch.testing.assert_close(db.double(), want_dh.sum(0), rtol=0, atol=1e-4)
+    assert light_mlp.gelu_grad_and_bias_grad(h[:, :40].contiguous(), da[:, :40].clone()) is None
