@@ -153,3 +153,21 @@ def test_fused_pass_sums_the_gradient_over_rows_within_round_off(threads):
     torch.testing.assert_close(dh.double(), want_dh, rtol=0, atol=2e-6)
     torch.testing.assert_close(db.double(), want_dh.sum(0), rtol=0, atol=1e-4)
     assert light_mlp.gelu_grad_and_bias_grad(h[:, :40].contiguous(), da[:, :40].clone()) is None
+
+
+@needs_library
+@pytest.mark.skipif(not variants._linear.HAS_ONEDNN_LINEAR, reason="torch built without oneDNN")
+def test_backward_alone_under_a_flop_counter_takes_torchs_ops_and_agrees():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    light, _ = _pair()
+    x = 2 * torch.randn(3, 49, 32)
+    want = _outputs_and_grads(light, x)
+    light.zero_grad(set_to_none=True)
+    x = x.detach().requires_grad_(True)
+    y = light(x)  # forward outside the counter: the one-function path
+    assert type(y.grad_fn).__name__ == "LightMlpBackward"
+    weights = torch.linspace(-1, 1, y.numel(), dtype=torch.float64).view_as(y)
+    with FlopCounterMode(display=False):  # the fused pass declines under a dispatch mode
+        (y.double() * weights).sum().backward()
+    _close([y.detach(), x.grad, *(p.grad for p in light.parameters())], want, rtol=1e-5, atol=1e-5)
