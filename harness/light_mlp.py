@@ -68,16 +68,17 @@ def gelu_and_grad(h: Tensor, da: Tensor) -> tuple[Tensor, Tensor]:
     return a, da
 
 
-def gelu_grad_and_bias_grad(h: Tensor, da: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
-    """:func:`gelu_and_grad` for contiguous fp32 maps whose rows (the last dimension) are a
-    multiple of 16 floats, plus the gradient's sum over the rows, the preceding layer's bias
-    gradient, in the same pass (a separate ``sum(0)`` reads the whole map again); None where
-    the fused pass does not apply."""
+def gelu_grad_and_bias_grad(h: Tensor, da: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`gelu_and_grad` plus the gradient's sum over the rows (the last dimension is the
+    row), the preceding layer's bias gradient: in the same pass for contiguous fp32 maps whose
+    rows are a multiple of 16 floats (a separate ``sum(0)`` reads the whole map again), else
+    :func:`gelu_and_grad` and torch's sum (under a dispatch mode such as a FLOP counter too)."""
     width = h.shape[-1]
     fits = width % 16 == 0 and h.is_contiguous() and da.is_contiguous()
     lib = library() if fits and plain_cpu_fp32(h) and plain_cpu_fp32(da) else None
     if lib is None:
-        return None
+        a, dh = gelu_and_grad(h, da)
+        return a, dh, dh.reshape(-1, width).sum(0)
     threads = max(1, min(torch.get_num_threads(), h.numel() // width))
     sums = h.new_zeros(threads, width)
     a = torch.empty_like(h)
@@ -131,8 +132,8 @@ class GeluLinear(torch.autograd.Function):
 class LightMlp(torch.autograd.Function):
     """``fc2(gelu(fc1(x)))`` in fp32 on CPU with oneDNN's linear layers, saving x, GELU's input
     and the weights (what fc1 and :class:`GeluLinear` save between them); in backward fc1's bias
-    gradient comes out of the fused GELU pass (:func:`gelu_grad_and_bias_grad`), or from torch's
-    ops where that pass declines. The caller checks :func:`applies`."""
+    gradient comes out of the fused GELU pass (:func:`gelu_grad_and_bias_grad`). The caller
+    checks :func:`applies`."""
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2):
@@ -145,13 +146,7 @@ class LightMlp(torch.autograd.Function):
     @once_differentiable  # a second derivative would miss the fused pass: say so
     def backward(ctx, dout):
         x, h, w1, w2 = ctx.saved_tensors
-        da = input_gradient(dout, w2)
-        fused = gelu_grad_and_bias_grad(h, da)
-        if fused is None:  # declined: backward alone under a dispatch mode (a FLOP counter)
-            a, dh = gelu_and_grad(h, da)
-            db1 = dh.reshape(-1, dh.shape[-1]).sum(0)
-        else:
-            a, dh, db1 = fused
+        a, dh, db1 = gelu_grad_and_bias_grad(h, input_gradient(dout, w2))
         dflat, hflat = dout.reshape(-1, dout.shape[-1]), dh.reshape(-1, dh.shape[-1])
         need = ctx.needs_input_grad
         dx = input_gradient(dh, w1) if need[0] else None
