@@ -25,7 +25,7 @@ from torch.profiler import record_function
 
 from variants._cpu_build import BuildError, build_and_load, disabled
 from variants._eager import plain_cpu_fp32
-from variants._linear import HAS_ONEDNN_LINEAR, input_gradient, onednn_linear
+from variants._linear import HAS_ONEDNN_LINEAR, input_gradient, onednn_linear, onednn_trains
 
 SOURCE = Path(__file__).with_name("_gelu_cpu.cpp")
 CHANNELS_LAST = torch.channels_last
@@ -159,10 +159,4 @@ class LightMlp(torch.autograd.Function):
     def applies(x: Tensor, hidden: int) -> bool:
         """fp32 training on CPU with oneDNN and the fused pass built, hidden rows of a multiple
         of 16 floats."""
-        return (
-            HAS_ONEDNN_LINEAR
-            and hidden % 16 == 0
-            and torch.is_grad_enabled()
-            and plain_cpu_fp32(x)
-            and library() is not None
-        )
+        return hidden % 16 == 0 and onednn_trains(x) and library() is not None
