@@ -169,12 +169,58 @@ void weigh(const float* w, Mat y, int n, float scale, float* out, long os, bool 
     for (; i < n; ++i) weigh_rows<NV, DV, 1, TRANSPOSED>(w, y, n, scale, out, os, i, add);
 }
 
+// Y^T by 16 x 16 blocks held in 16 vectors, four butterfly steps of two-source shuffles (one
+// instruction each on AVX-512), not one float at a time: whole inferences 1.010-1.015x at batch
+// 4 (12 interleaved rounds), 1.007-1.011x at batch 16 (6), both models, 1 thread; bit for bit
+// equal
+#define INLINE __attribute__((always_inline)) inline  // keeps the 16 rows in registers
+
+// rows a and b (b's index is a's plus K) swap the elements whose column's bit K differs from
+// their row's; after K = 8, 4, 2, 1 row m holds column m
+template <int K>
+INLINE void butterfly(v16& a, v16& b) {
+    v16 x, y;
+    if (K == 8) {
+        x = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+        y = __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29,
+                                    30, 31);
+    } else if (K == 4) {
+        x = __builtin_shufflevector(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+        y = __builtin_shufflevector(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30,
+                                    31);
+    } else if (K == 2) {
+        x = __builtin_shufflevector(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+        y = __builtin_shufflevector(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30,
+                                    31);
+    } else {
+        x = __builtin_shufflevector(a, b, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14,
+                                    30);
+        y = __builtin_shufflevector(a, b, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15,
+                                    31);
+    }
+    a = x;
+    b = y;
+}
+
+template <int K>
+INLINE void butterflies(v16* r) {
+    for (int i = 0; i < 16; ++i)
+        if (!(i & K)) butterfly<K>(r[i], r[i | K]);
+}
+
 template <int NV, int D>
 void transpose(Mat y, int n, v16 (*yt)[NV]) {  // yt [D][NV] = Y^T, zero beyond the n rows
-    for (int d = 0; d < D; ++d)
-        for (int c = 0; c < NV; ++c) yt[d][c] = (v16){};
-    for (int j = 0; j < n; ++j)
-        for (int d = 0; d < D; ++d) yt[d][j / 16][j % 16] = y.row(j)[d];
+    for (int c = 0; c < NV; ++c)
+        for (int e = 0; e < D / 16; ++e) {
+            v16 r[16];
+            for (int l = 0; l < 16; ++l)
+                r[l] = 16 * c + l < n ? load(y.row(16 * c + l) + 16 * e) : (v16){};
+            butterflies<8>(r);
+            butterflies<4>(r);
+            butterflies<2>(r);
+            butterflies<1>(r);
+            for (int m = 0; m < 16; ++m) yt[16 * e + m][c] = r[m];
+        }
 }
 
 // P (may be null) and A of one tile, its raw QK^T in qk (may be null)
