@@ -170,9 +170,9 @@ void weigh(const float* w, Mat y, int n, float scale, float* out, long os, bool 
 }
 
 // Y^T by 16 x 16 blocks held in 16 vectors, four butterfly steps of two-source shuffles (one
-// instruction each on AVX-512), not one float at a time: whole inferences 1.010-1.015x at batch
-// 4 (12 interleaved rounds), 1.007-1.011x at batch 16 (6), both models, 1 thread; bit for bit
-// equal
+// instruction each on AVX-512), not one float at a time: whole inferences 1.010-1.014x at batch
+// 4 (12 interleaved rounds), 1.007-1.011x at batch 16 (6), training steps 1.016-1.019x (10),
+// both models, 1 thread; bit for bit equal
 #define INLINE __attribute__((always_inline)) inline  // keeps the 16 rows in registers
 
 // rows a and b (b's index is a's plus K) swap the elements whose column's bit K differs from
