@@ -180,15 +180,15 @@ void weigh(const float* w, Mat y, int n, float scale, float* out, long os, bool 
 template <int K>
 INLINE void butterfly(v16& a, v16& b) {
     v16 x, y;
-    if (K == 8) {
+    if constexpr (K == 8) {
         x = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
         y = __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29,
                                     30, 31);
-    } else if (K == 4) {
+    } else if constexpr (K == 4) {
         x = __builtin_shufflevector(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
         y = __builtin_shufflevector(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30,
                                     31);
-    } else if (K == 2) {
+    } else if constexpr (K == 2) {
         x = __builtin_shufflevector(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
         y = __builtin_shufflevector(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30,
                                     31);
